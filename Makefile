@@ -1,0 +1,38 @@
+# imgfs: `make run` builds and mounts the default store; `make test` runs every test.
+GO      ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+export PATH := $(PATH):/usr/local/go/bin
+
+.PHONY: build run test deps lint fuzz clean
+
+build:
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/imgfs ./cmd/imgfs
+
+run: build
+	@echo "imgfs: mounting is not there yet (issue #4); bin/imgfs is built: bin/imgfs version"
+	@bin/imgfs version
+
+deps:
+	scripts/install-deps.sh
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+# Every test, the packages with concurrency under the race detector.
+test: deps lint
+	$(GO) test -count=1 ./...
+	$(GO) test -count=1 -race -short ./layerindex/...
+
+# Fuzz each parser for FUZZTIME (go test -fuzz runs one target at a time).
+FUZZTIME ?= 60s
+fuzz:
+	$(GO) test ./layerindex/internal/inflate -run '^$$' -fuzz '^FuzzInflate$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./layerindex/internal/inflate -run '^$$' -fuzz '^FuzzGzip$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./layerindex/internal/inflate -run '^$$' -fuzz '^FuzzResume$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./layerindex -run '^$$' -fuzz '^FuzzUnmarshalIndex$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./layerindex -run '^$$' -fuzz '^FuzzBuild$$' -fuzztime $(FUZZTIME)
+
+clean:
+	rm -rf bin

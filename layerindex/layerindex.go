@@ -1,0 +1,142 @@
+// Package layerindex indexes container image layer blobs so that any byte of a layer's
+// uncompressed tar stream can be read without decompressing the layer from its start.
+//
+// One streaming pass over a blob (Build) verifies its digest, computes its diffID and
+// uncompressed size, records a table of contents of its tar (every entry with the offset of
+// its data in the uncompressed stream) and, for compressed blobs, decompression checkpoints
+// roughly every SpanSize bytes of output. NewReader then offers an io.ReaderAt over the
+// uncompressed stream that decodes only the spans a read covers, through a Cache of decoded
+// spans shared by all layers.
+//
+// This package is the leaf of imgfs: it knows bytes and tar, not stores or images. A blob
+// comes in as an io.Reader (to index) or an io.ReaderAt (to read); nothing is written to disk.
+package layerindex
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// DefaultSpanSize is the uncompressed distance between decompression checkpoints.
+// Smaller spans make cold random reads cheaper and indexes bigger (a gzip checkpoint
+// carries a compressed 32 KiB window).
+const DefaultSpanSize = 4 << 20
+
+// Compression is how a layer blob is encoded.
+type Compression uint8
+
+const (
+	Uncompressed Compression = iota
+	Gzip
+	Zstd
+)
+
+func (c Compression) String() string {
+	switch c {
+	case Uncompressed:
+		return "none"
+	case Gzip:
+		return "gzip"
+	case Zstd:
+		return "zstd"
+	}
+	return fmt.Sprintf("compression(%d)", uint8(c))
+}
+
+// Index describes one layer blob: what it is, what its tar holds and where decoding can
+// resume. It is built once per blob by Build and stored with MarshalBinary.
+type Index struct {
+	BlobDigest  digest.Digest // digest of the blob as stored (compressed)
+	MediaType   string        // as given to Build; may be empty
+	Compression Compression   // as detected from the blob's magic bytes
+	BlobSize    int64         // compressed size
+	Size        int64         // uncompressed size of the tar stream
+	DiffID      digest.Digest // sha256 of the uncompressed stream
+	SpanSize    int64         // the SpanSize the checkpoints were taken with
+
+	// Sequential marks a compressed layer with a single restart point over a long stream
+	// (a single-frame zstd layer): reads decode from its start once and are then served
+	// from the span cache.
+	Sequential bool
+
+	Entries     []Entry
+	Checkpoints []Checkpoint // ascending by Out; Checkpoints[0].Out == 0 for compressed blobs
+}
+
+// Entry is one tar header of a layer, as archive/tar reads it, plus where its data is.
+type Entry struct {
+	Name     string
+	Linkname string
+	Type     byte // tar typeflag ('0', '5', '2', ...)
+	Mode     int64
+	UID, GID int
+	Uname    string
+	Gname    string
+	ModTime  time.Time
+	Size     int64 // logical size of the file
+	Devmajor int64
+	Devminor int64
+
+	// Offset is where this entry's data starts in the uncompressed tar stream.
+	Offset int64
+
+	// PAXRecords holds every PAX record of the entry, xattrs (SCHILY.xattr.*) included,
+	// sorted by key. Nil for most entries.
+	PAXRecords []Record
+}
+
+// Record is one PAX extended header record.
+type Record struct {
+	Key, Value string
+}
+
+// Xattrs returns the entry's extended attributes (SCHILY.xattr.* PAX records), in key order.
+func (e *Entry) Xattrs() []Record {
+	var out []Record
+	for _, r := range e.PAXRecords {
+		if len(r.Key) > len(xattrPrefix) && r.Key[:len(xattrPrefix)] == xattrPrefix {
+			out = append(out, Record{Key: r.Key[len(xattrPrefix):], Value: r.Value})
+		}
+	}
+	return out
+}
+
+const xattrPrefix = "SCHILY.xattr."
+
+// Checkpoint is a place in a compressed blob where decoding can resume.
+type Checkpoint struct {
+	In  int64 // offset in the blob of the byte holding the next unread bit
+	Bit uint8 // bits of the byte at In already consumed (0-7)
+	Out int64 // offset in the uncompressed stream
+
+	// Member is set when In is the start of a gzip member header or a zstd frame rather
+	// than a DEFLATE block boundary inside a member.
+	Member bool
+
+	// Window is the uncompressed data just before Out that DEFLATE back-references may
+	// reach (up to 32 KiB); empty at member starts and for zstd.
+	Window []byte
+
+	// CRCs are the CRC-32C of the uncompressed bytes from Out to the next checkpoint's Out
+	// (or the end of the stream), one for the whole interval, or, for an interval longer
+	// than two SpanSizes, one for each SpanSize piece of it (the last piece shorter): these
+	// are the units a Reader decodes and caches. A DEFLATE stream can decode without error
+	// to wrong bytes (a flipped bit in a stored block), and the gzip and zstd checksums
+	// cover a whole member or frame, which a span read rarely sees: these are what let a
+	// read refuse bytes it cannot vouch for.
+	CRCs []uint32
+}
+
+// pieces splits an interval of the uncompressed stream into the spans a Reader decodes
+// and caches, calling f with each span's bounds.
+func pieces(start, end, spanSize int64, f func(s, e int64)) {
+	if end-start <= 2*spanSize {
+		f(start, end)
+		return
+	}
+	for s := start; s < end; s += spanSize {
+		f(s, min(s+spanSize, end))
+	}
+}

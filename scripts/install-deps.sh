@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs, with apt, the programs imgfs's tests drive. Does nothing when all are present,
+# so `make test` stays fast on a machine that has them.
+set -euo pipefail
+# command -> Debian package
+declare -A need=(
+  [tar]=tar [gzip]=gzip [pigz]=pigz [zstd]=zstd
+)
+missing=()
+for cmd in "${!need[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+  echo "install-deps: missing ${missing[*]}: run as root, or: apt-get install ${missing[*]}" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}"
