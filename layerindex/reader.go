@@ -1,0 +1,281 @@
+package layerindex
+
+import (
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"sort"
+	"sync"
+
+	"github.com/imgfs/imgfs/layerindex/internal/inflate"
+)
+
+// Reader is an io.ReaderAt over a layer's uncompressed tar stream. A read decodes only the
+// spans it covers (from the checkpoint before each), keeps them in the shared Cache, and,
+// when reads go forward, decodes the next spans ahead on the spare cores. It is safe for
+// concurrent use.
+type Reader struct {
+	blob  io.ReaderAt
+	ix    *Index
+	cache *Cache
+	spans []span
+
+	seqMu   sync.Mutex // held while decoding a span that is not at a checkpoint
+	mu      sync.Mutex
+	parked  *spanDecoder // a decoder stopped at the start of span parked.next, for sequential reads
+	lastEnd int64        // where the previous read ended: reads that start there are sequential
+}
+
+// span is a unit of decoding and caching: a checkpoint interval, or a SpanSize piece of a
+// long one (a single-frame zstd layer has one interval over the whole stream).
+type span struct {
+	start, end int64
+	cp         int // the checkpoint whose interval holds this span
+	piece      int // which span of that interval, for its CRC
+}
+
+// spanDecoder is an uncompressed stream positioned at the start of span next.
+type spanDecoder struct {
+	rd    io.Reader
+	close func()
+	next  int
+}
+
+// NewReader returns a reader over the uncompressed stream of the blob that ix describes.
+func NewReader(blob io.ReaderAt, ix *Index, cache *Cache) (*Reader, error) {
+	r := &Reader{blob: blob, ix: ix, cache: cache, lastEnd: -1}
+	if ix.Compression == Uncompressed {
+		if ix.Size != ix.BlobSize {
+			return nil, fmt.Errorf("layer %s: index says %d bytes uncompressed in a %d-byte plain blob", ix.BlobDigest, ix.Size, ix.BlobSize)
+		}
+		return r, nil
+	}
+	cps := ix.Checkpoints
+	if ix.Size > 0 && (len(cps) == 0 || cps[0].Out != 0) {
+		return nil, fmt.Errorf("layer %s: index has no checkpoint at the start", ix.BlobDigest)
+	}
+	step := ix.SpanSize
+	if step <= 0 {
+		step = DefaultSpanSize
+	}
+	for k, cp := range cps {
+		end := ix.Size
+		if k+1 < len(cps) {
+			end = cps[k+1].Out
+		}
+		if end < cp.Out || cp.In < 0 || cp.In > ix.BlobSize || cp.Bit > 7 {
+			return nil, fmt.Errorf("layer %s: checkpoint %d is out of order or out of range", ix.BlobDigest, k)
+		}
+		if end == cp.Out {
+			continue // an empty stream
+		}
+		j := 0
+		pieces(cp.Out, end, step, func(s, e int64) {
+			r.spans = append(r.spans, span{start: s, end: e, cp: k, piece: j})
+			j++
+		})
+		if j != len(cp.CRCs) {
+			return nil, fmt.Errorf("layer %s: checkpoint %d has %d checksums for %d spans", ix.BlobDigest, k, len(cp.CRCs), j)
+		}
+	}
+	return r, nil
+}
+
+// Size is the length of the uncompressed stream.
+func (r *Reader) Size() int64 { return r.ix.Size }
+
+// ReadAt reads len(p) bytes of the uncompressed stream at off.
+func (r *Reader) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("layer %s: negative offset %d", r.ix.BlobDigest, off)
+	}
+	if off >= r.ix.Size {
+		return 0, io.EOF
+	}
+	want := p
+	if rest := r.ix.Size - off; int64(len(p)) > rest {
+		want = p[:rest]
+	}
+	var n int
+	var err error
+	if r.ix.Compression == Uncompressed {
+		n, err = r.blob.ReadAt(want, off)
+		if err == io.EOF && n == len(want) {
+			err = nil
+		}
+	} else {
+		n, err = r.readSpans(want, off)
+	}
+	if err == nil && n < len(p) {
+		err = io.EOF
+	}
+	return n, err
+}
+
+func (r *Reader) readSpans(p []byte, off int64) (int, error) {
+	r.mu.Lock()
+	sequential := off == r.lastEnd
+	r.lastEnd = off + int64(len(p))
+	r.mu.Unlock()
+
+	i := sort.Search(len(r.spans), func(i int) bool { return r.spans[i].end > off })
+	n := 0
+	for n < len(p) {
+		data, err := r.span(i)
+		if err != nil {
+			return n, err
+		}
+		n += copy(p[n:], data[off+int64(n)-r.spans[i].start:])
+		if n < len(p) {
+			i++
+		}
+	}
+	if sequential {
+		r.readAhead(i + 1)
+	}
+	return n, nil
+}
+
+func (r *Reader) key(i int) spanKey { return spanKey{r.ix.BlobDigest, r.spans[i].start} }
+
+func (r *Reader) span(i int) ([]byte, error) {
+	return r.cache.get(r.key(i), func() ([]byte, error) { return r.decode(i) })
+}
+
+// readAhead decodes the spans after a sequential read in the background: as many at once as
+// the cache allows decoders, or one where every span must be decoded from the same restart
+// point (only the parked decoder can go on from there cheaply).
+func (r *Reader) readAhead(from int) {
+	depth := cap(r.cache.decoders)
+	if r.ix.Sequential {
+		depth = 1
+	}
+	for i := from; i < len(r.spans) && i < from+depth; i++ {
+		if r.cache.has(r.key(i)) {
+			continue
+		}
+		select {
+		case r.cache.decoders <- struct{}{}:
+		default:
+			return // every decoder is busy: the reader will decode what it needs itself
+		}
+		go func(i int) {
+			defer func() { <-r.cache.decoders }()
+			r.span(i) // an error shows again when a reader asks for the span
+		}(i)
+	}
+}
+
+// decode produces span i. It goes on with the parked decoder if that stands between span i's
+// checkpoint and span i, or else starts one at the checkpoint, caching the spans it passes
+// on the way.
+func (r *Reader) decode(i int) ([]byte, error) {
+	first := i
+	for first > 0 && r.spans[first-1].cp == r.spans[i].cp {
+		first--
+	}
+	if first < i {
+		// Spans far from their checkpoint are decoded in order by one decoder: a second one
+		// would start again from the checkpoint.
+		r.seqMu.Lock()
+		defer r.seqMu.Unlock()
+	}
+	r.mu.Lock()
+	d := r.parked
+	if d != nil && d.next >= first && d.next <= i {
+		r.parked = nil
+	} else {
+		d = nil
+	}
+	r.mu.Unlock()
+
+	if d == nil {
+		var err error
+		if d, err = r.open(r.spans[i].cp); err != nil {
+			return nil, err
+		}
+		d.next = first
+	}
+	var out []byte
+	for d.next <= i {
+		s := r.spans[d.next]
+		buf := make([]byte, s.end-s.start)
+		if _, err := io.ReadFull(d.rd, buf); err != nil {
+			d.close()
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, r.spanError(d.next, err)
+		}
+		if sum, want := crc32.Checksum(buf, castagnoli), r.ix.Checkpoints[s.cp].CRCs[s.piece]; sum != want {
+			d.close()
+			return nil, r.spanError(d.next, fmt.Errorf("decoded bytes fail their checksum (CRC-32C %08x, index says %08x)", sum, want))
+		}
+		if d.next < i {
+			r.cache.put(r.key(d.next), buf)
+		} else {
+			out = buf
+		}
+		d.next++
+	}
+	r.park(d)
+	return out, nil
+}
+
+func (r *Reader) park(d *spanDecoder) {
+	if d.next >= len(r.spans) {
+		d.close()
+		return
+	}
+	r.mu.Lock()
+	old := r.parked
+	r.parked = d
+	r.mu.Unlock()
+	if old != nil {
+		old.close()
+	}
+}
+
+// open starts decoding at checkpoint k.
+func (r *Reader) open(k int) (*spanDecoder, error) {
+	cp := r.ix.Checkpoints[k]
+	src := io.NewSectionReader(r.blob, cp.In, r.ix.BlobSize-cp.In)
+	switch r.ix.Compression {
+	case Gzip:
+		z, err := inflate.Resume(src, inflate.Checkpoint{In: cp.In, Bit: cp.Bit, Out: cp.Out, Member: cp.Member, Window: cp.Window})
+		if err != nil {
+			return nil, r.checkpointError(k, err)
+		}
+		return &spanDecoder{rd: z, close: func() {}}, nil
+	case Zstd:
+		z, err := newZstdReader(src, cp.In, nil)
+		if err != nil {
+			return nil, r.checkpointError(k, err)
+		}
+		return &spanDecoder{rd: z, close: z.Close}, nil
+	}
+	return nil, fmt.Errorf("layer %s: unknown compression %v", r.ix.BlobDigest, r.ix.Compression)
+}
+
+func (r *Reader) spanError(i int, err error) error {
+	s := r.spans[i]
+	return fmt.Errorf("layer %s: uncompressed bytes %d-%d (from blob byte %d): %w",
+		r.ix.BlobDigest, s.start, s.end, r.ix.Checkpoints[s.cp].In, err)
+}
+
+func (r *Reader) checkpointError(k int, err error) error {
+	return fmt.Errorf("layer %s: resuming at blob byte %d: %w", r.ix.BlobDigest, r.ix.Checkpoints[k].In, err)
+}
+
+// Close releases the parked decoder.
+func (r *Reader) Close() error {
+	r.mu.Lock()
+	d := r.parked
+	r.parked = nil
+	r.mu.Unlock()
+	if d != nil {
+		d.close()
+	}
+	return nil
+}

@@ -1,0 +1,198 @@
+// Command lxbench measures the layer index on realistic layers: how big an index is, what a
+// cold random read costs against a full gunzip, and how much memory indexing takes. It is
+// driven by scripts/bench/layerindex.sh; every figure is printed next to its baseline from
+// the same run.
+package main
+
+import (
+	"archive/tar"
+	"bufio"
+	"bytes"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"time"
+
+	"github.com/klauspost/compress/gzip"
+
+	"github.com/imgfs/imgfs/layerindex"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: lxbench mktar|index|random ...")
+		os.Exit(2)
+	}
+	var err error
+	switch os.Args[1] {
+	case "mktar":
+		err = mktar(os.Args[2:])
+	case "index":
+		err = index(os.Args[2:])
+	case "random":
+		err = random(os.Args[2:])
+	default:
+		err = fmt.Errorf("unknown command %q", os.Args[1])
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "lxbench:", err)
+		os.Exit(1)
+	}
+}
+
+// mktar writes a tar of about -size bytes of this machine's own files (/usr/share, /usr/lib,
+// GOROOT: text, binaries, images, as a distro layer holds), repeating the tree under new
+// prefixes if the machine has too little.
+func mktar(args []string) error {
+	fl := flag.NewFlagSet("mktar", flag.ExitOnError)
+	size := fl.Int64("size", 300<<20, "bytes of file data")
+	out := fl.String("o", "layer.tar", "output")
+	fl.Parse(args)
+	roots := []string{"/usr/lib", "/usr/share", "/usr/local/go"}
+	f, err := os.Create(*out)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	bw := bufio.NewWriterSize(f, 1<<20)
+	tw := tar.NewWriter(bw)
+	var total int64
+	files := 0
+	for round := 0; total < *size; round++ {
+		before := total
+		for _, root := range roots {
+			filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+				if err != nil || total >= *size {
+					return filepath.SkipDir
+				}
+				info, err := d.Info()
+				if err != nil {
+					return nil
+				}
+				name := fmt.Sprintf("r%d%s", round, p)
+				h := &tar.Header{Name: name, Mode: int64(info.Mode().Perm()), ModTime: info.ModTime().Truncate(time.Second), Format: tar.FormatPAX}
+				switch {
+				case d.IsDir():
+					h.Typeflag, h.Name = tar.TypeDir, name+"/"
+				case d.Type()&fs.ModeSymlink != 0:
+					h.Typeflag = tar.TypeSymlink
+					h.Linkname, _ = os.Readlink(p)
+				case d.Type().IsRegular():
+					h.Typeflag, h.Size = tar.TypeReg, info.Size()
+				default:
+					return nil
+				}
+				var body []byte
+				if h.Typeflag == tar.TypeReg {
+					if body, err = os.ReadFile(p); err != nil || int64(len(body)) != h.Size {
+						return nil
+					}
+				}
+				if err := tw.WriteHeader(h); err != nil {
+					return err
+				}
+				tw.Write(body)
+				total += int64(len(body))
+				files++
+				return nil
+			})
+		}
+		if total == before {
+			return fmt.Errorf("no files under %v", roots)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return err
+	}
+	fmt.Printf("mktar: %s: %d entries, %d MB of file data\n", *out, files, total>>20)
+	return bw.Flush()
+}
+
+// index builds the index of a blob and reports its size and the process's peak RSS.
+func index(args []string) error {
+	fl := flag.NewFlagSet("index", flag.ExitOnError)
+	span := fl.Int64("span", layerindex.DefaultSpanSize, "span size")
+	fl.Parse(args)
+	f, err := os.Open(fl.Arg(0))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	start := time.Now()
+	ix, err := layerindex.Build(f, layerindex.BuildOptions{SpanSize: *span})
+	if err != nil {
+		return err
+	}
+	took := time.Since(start)
+	enc, err := ix.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	fmt.Printf("index: %s %s: %d MB uncompressed, %d entries, %d checkpoints, built in %.2fs (%.0f MB/s uncompressed)\n",
+		filepath.Base(fl.Arg(0)), ix.Compression, ix.Size>>20, len(ix.Entries), len(ix.Checkpoints),
+		took.Seconds(), float64(ix.Size)/1e6/took.Seconds())
+	fmt.Printf("index: file %d bytes = %.3f%% of the uncompressed layer\n", len(enc), 100*float64(len(enc))/float64(ix.Size))
+	fmt.Printf("index: peak RSS %d MiB\n", ru.Maxrss>>10)
+	return nil
+}
+
+// random times cold random 4 KiB reads deep in a layer (a fresh cache for each, so each
+// decodes its span from the checkpoint before it) against one full gunzip of the blob.
+func random(args []string) error {
+	fl := flag.NewFlagSet("random", flag.ExitOnError)
+	n := fl.Int("n", 100, "reads")
+	span := fl.Int64("span", layerindex.DefaultSpanSize, "span size")
+	fl.Parse(args)
+	blob, err := os.ReadFile(fl.Arg(0))
+	if err != nil {
+		return err
+	}
+	ix, err := layerindex.Build(bytes.NewReader(blob), layerindex.BuildOptions{SpanSize: *span})
+	if err != nil {
+		return err
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	var lat []time.Duration
+	buf := make([]byte, 4096)
+	for i := 0; i < *n; i++ {
+		off := ix.Size/2 + rng.Int64N(ix.Size/2-4096)
+		r, err := layerindex.NewReader(bytes.NewReader(blob), ix, layerindex.NewCache(0))
+		if err != nil {
+			return err
+		}
+		t := time.Now()
+		if _, err := r.ReadAt(buf, off); err != nil {
+			return err
+		}
+		lat = append(lat, time.Since(t))
+		r.Close()
+	}
+	slices.Sort(lat)
+	var full []time.Duration
+	for i := 0; i < 3; i++ {
+		t := time.Now()
+		zr, err := gzip.NewReader(bytes.NewReader(blob))
+		if err != nil {
+			return err
+		}
+		if _, err := io.Copy(io.Discard, zr); err != nil {
+			return err
+		}
+		full = append(full, time.Since(t))
+	}
+	slices.Sort(full)
+	med := lat[len(lat)/2]
+	fmt.Printf("random: %d cold 4 KiB reads in the second half of %s (span %d MiB): median %v, p90 %v\n",
+		*n, filepath.Base(fl.Arg(0)), *span>>20, med.Round(time.Microsecond), lat[len(lat)*9/10].Round(time.Microsecond))
+	fmt.Printf("random: full gunzip (klauspost) median %v: a cold read costs %.4f of it (%.0fx faster)\n",
+		full[1].Round(time.Millisecond), float64(med)/float64(full[1]), float64(full[1])/float64(med))
+	return nil
+}
