@@ -27,8 +27,8 @@ type Cache struct {
 }
 
 type spanKey struct {
-	blob  digest.Digest
-	start int64
+	blob       digest.Digest
+	start, end int64 // an index with another SpanSize cuts the stream elsewhere
 }
 
 type cached struct {

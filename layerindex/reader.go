@@ -21,10 +21,10 @@ type Reader struct {
 	cache *Cache
 	spans []span
 
-	seqMu   sync.Mutex // held while decoding a span that is not at a checkpoint
-	mu      sync.Mutex
-	parked  *spanDecoder // a decoder stopped at the start of span parked.next, for sequential reads
-	lastEnd int64        // where the previous read ended: reads that start there are sequential
+	seqMu    sync.Mutex // held while decoding a span that is not at a checkpoint
+	mu       sync.Mutex
+	parked   *spanDecoder // a decoder stopped at the start of span parked.next, for sequential reads
+	lastSpan int          // the span where the previous read ended
 }
 
 // span is a unit of decoding and caching: a checkpoint interval, or a SpanSize piece of a
@@ -44,7 +44,7 @@ type spanDecoder struct {
 
 // NewReader returns a reader over the uncompressed stream of the blob that ix describes.
 func NewReader(blob io.ReaderAt, ix *Index, cache *Cache) (*Reader, error) {
-	r := &Reader{blob: blob, ix: ix, cache: cache, lastEnd: -1}
+	r := &Reader{blob: blob, ix: ix, cache: cache, lastSpan: -2}
 	if ix.Compression == Uncompressed {
 		if ix.Size != ix.BlobSize {
 			return nil, fmt.Errorf("layer %s: index says %d bytes uncompressed in a %d-byte plain blob", ix.BlobDigest, ix.Size, ix.BlobSize)
@@ -114,12 +114,12 @@ func (r *Reader) ReadAt(p []byte, off int64) (int, error) {
 }
 
 func (r *Reader) readSpans(p []byte, off int64) (int, error) {
-	r.mu.Lock()
-	sequential := off == r.lastEnd
-	r.lastEnd = off + int64(len(p))
-	r.mu.Unlock()
-
 	i := sort.Search(len(r.spans), func(i int) bool { return r.spans[i].end > off })
+	// Reads that stay in the span of the previous one or move to the next are sequential,
+	// even when they come a little out of order (as the kernel's read-ahead sends them).
+	r.mu.Lock()
+	sequential := i == r.lastSpan || i == r.lastSpan+1
+	r.mu.Unlock()
 	n := 0
 	for n < len(p) {
 		data, err := r.span(i)
@@ -131,13 +131,18 @@ func (r *Reader) readSpans(p []byte, off int64) (int, error) {
 			i++
 		}
 	}
+	r.mu.Lock()
+	r.lastSpan = i
+	r.mu.Unlock()
 	if sequential {
 		r.readAhead(i + 1)
 	}
 	return n, nil
 }
 
-func (r *Reader) key(i int) spanKey { return spanKey{r.ix.BlobDigest, r.spans[i].start} }
+func (r *Reader) key(i int) spanKey {
+	return spanKey{r.ix.BlobDigest, r.spans[i].start, r.spans[i].end}
+}
 
 func (r *Reader) span(i int) ([]byte, error) {
 	return r.cache.get(r.key(i), func() ([]byte, error) { return r.decode(i) })
@@ -171,10 +176,7 @@ func (r *Reader) readAhead(from int) {
 // checkpoint and span i, or else starts one at the checkpoint, caching the spans it passes
 // on the way.
 func (r *Reader) decode(i int) ([]byte, error) {
-	first := i
-	for first > 0 && r.spans[first-1].cp == r.spans[i].cp {
-		first--
-	}
+	first := i - r.spans[i].piece // the span at the checkpoint
 	if first < i {
 		// Spans far from their checkpoint are decoded in order by one decoder: a second one
 		// would start again from the checkpoint.
