@@ -19,6 +19,9 @@ const (
 	zstdSkippableMask  = 0xFFFFFFF0
 	zstdSkippableMagic = 0x184D2A50
 	zstdMaxBlock       = 128 << 10
+	// zstdMaxWindow caps the memory one decoder may ask for: zstd -19 uses 8 MiB and
+	// --long 128 MiB; a blob asking for more is refused rather than trusted.
+	zstdMaxWindow = 128 << 20
 )
 
 // frameReader yields the bytes of one zstd frame at a time from r, then io.EOF; Next moves
@@ -194,7 +197,7 @@ func newZstdReader(r io.Reader, base int64, onFrame func(in, out int64)) (*zstdR
 		}
 		return nil, err
 	}
-	dec, err := zstd.NewReader(z.frames, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(1<<30))
+	dec, err := zstd.NewReader(z.frames, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(zstdMaxWindow))
 	if err != nil {
 		return nil, err
 	}
