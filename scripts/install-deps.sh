@@ -4,7 +4,7 @@
 set -euo pipefail
 # command -> Debian package
 declare -A need=(
-  [tar]=tar [gzip]=gzip [pigz]=pigz [zstd]=zstd
+  [tar]=tar [gzip]=gzip [pigz]=pigz [zstd]=zstd [skopeo]=skopeo
 )
 missing=()
 for cmd in "${!need[@]}"; do

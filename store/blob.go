@@ -1,0 +1,189 @@
+package store
+
+import (
+	_ "crypto/sha256" // digest algorithms go-digest looks up through crypto.Hash
+	_ "crypto/sha512"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+
+	"github.com/imgfs/imgfs/layerindex"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// BlobPath returns where blob d is (or would be) stored. It returns "" for a malformed
+// digest, so that a digest read from an untrusted manifest ("sha256:../../x") never names a
+// file outside the store.
+func (s *Store) BlobPath(d digest.Digest) string {
+	if d.Validate() != nil {
+		return ""
+	}
+	return s.path("blobs", string(d.Algorithm()), d.Encoded())
+}
+
+// blobPath is BlobPath with the malformed digest as an error.
+func (s *Store) blobPath(d digest.Digest) (string, error) {
+	if err := d.Validate(); err != nil {
+		return "", fmt.Errorf("store: blob %q: %w", d, err)
+	}
+	return s.BlobPath(d), nil
+}
+
+// HasBlob reports whether blob d is stored.
+func (s *Store) HasBlob(d digest.Digest) bool {
+	p := s.BlobPath(d)
+	if p == "" {
+		return false
+	}
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular()
+}
+
+// OpenBlob opens blob d for reading. Its content is not verified (layers are big; the
+// layer index build verifies them once). A missing blob yields an error naming the digest
+// and wrapping fs.ErrNotExist.
+func (s *Store) OpenBlob(d digest.Digest) (*os.File, error) {
+	p, err := s.blobPath(d)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("store: blob %s: %w", d, fs.ErrNotExist)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: blob %s: %w", d, err)
+	}
+	return f, nil
+}
+
+// ReadBlob reads a small blob (manifest, index, config) whole and verifies it against d, so
+// a damaged manifest is never parsed. Blobs over maxSize bytes are refused.
+func (s *Store) ReadBlob(d digest.Digest, maxSize int64) ([]byte, error) {
+	f, err := s.OpenBlob(d)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("store: blob %s: %w", d, err)
+	}
+	if int64(len(data)) > maxSize {
+		return nil, fmt.Errorf("store: blob %s: larger than %d bytes", d, maxSize)
+	}
+	if got := d.Algorithm().FromBytes(data); got != d {
+		return nil, fmt.Errorf("store: blob %s: %w: content hashes to %s", d, ErrDigestMismatch, got)
+	}
+	return data, nil
+}
+
+// WriteBlob stores the blob read from r and returns its digest and size. r is read to its
+// end exactly once, whatever happens short of an error, so a caller can build something
+// else in the same pass by handing in an io.TeeReader (see WriteLayer).
+//
+// The bytes go to a temp file in .imgfs/tmp, hashed on the way (with expected's algorithm,
+// else sha256); if expected is not empty and they do not match it, the temp file is
+// removed, the store is left untouched and the error names both digests. Otherwise the
+// file is fsynced and renamed into blobs/, and the directory fsynced. A blob already
+// present is not rewritten: r is then only hashed, to verify it.
+func (s *Store) WriteBlob(r io.Reader, expected digest.Digest) (digest.Digest, int64, error) {
+	alg := digest.Canonical
+	if expected != "" {
+		if err := expected.Validate(); err != nil {
+			return "", 0, fmt.Errorf("store: expected digest %q: %w", expected, err)
+		}
+		alg = expected.Algorithm()
+	}
+	release, err := s.Hold()
+	if err != nil {
+		return "", 0, err
+	}
+	defer release()
+
+	if fi, err := os.Stat(s.BlobPath(expected)); expected != "" && err == nil && fi.Mode().IsRegular() {
+		// Still read r through: the caller may be teeing it, and the bytes must be what
+		// they claim even if we keep our copy.
+		dg := alg.Digester()
+		n, err := io.Copy(dg.Hash(), r)
+		if err != nil {
+			return "", n, fmt.Errorf("store: blob %s: %w", expected, err)
+		}
+		if got := dg.Digest(); got != expected {
+			return got, n, fmt.Errorf("store: blob: %w: expected %s, got %s", ErrDigestMismatch, expected, got)
+		}
+		if fi.Size() != n {
+			// Blobs are only ever renamed in whole, so this is damage from outside.
+			return expected, n, fmt.Errorf("store: stored blob %s is damaged (%d bytes, want %d): remove %s and retry",
+				expected, fi.Size(), n, s.BlobPath(expected))
+		}
+		return expected, n, nil
+	}
+
+	f, err := s.createTemp("blob-*")
+	if err != nil {
+		return "", 0, err
+	}
+	fail := func(err error) (digest.Digest, int64, error) {
+		f.Close()
+		os.Remove(f.Name())
+		return "", 0, err
+	}
+	dg := alg.Digester()
+	n, err := io.Copy(io.MultiWriter(f, dg.Hash()), r)
+	if err != nil {
+		return fail(fmt.Errorf("store: writing blob: %w", err))
+	}
+	got := dg.Digest()
+	if expected != "" && got != expected {
+		_, _, err := fail(fmt.Errorf("store: blob: %w: expected %s, got %s", ErrDigestMismatch, expected, got))
+		return got, n, err
+	}
+	dst := s.BlobPath(got)
+	if fi, err := os.Stat(dst); err == nil && fi.Size() == n {
+		// Someone stored it meanwhile (or it was there and no digest was expected).
+		fail(nil)
+		return got, n, nil
+	}
+	if err := commitTemp(f, dst); err != nil {
+		return "", 0, err
+	}
+	return got, n, nil
+}
+
+// WriteLayer stores a layer blob and its layer index in one pass over r: the bytes
+// WriteBlob reads are teed into layerindex.Build. desc gives the expected digest (which
+// must be set) and the media type recorded in the index.
+func (s *Store) WriteLayer(r io.Reader, desc ocispec.Descriptor) (*layerindex.Index, error) {
+	if desc.Digest == "" {
+		return nil, errors.New("store: WriteLayer: descriptor has no digest")
+	}
+	pr, pw := io.Pipe()
+	type result struct {
+		ix  *layerindex.Index
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		ix, err := layerindex.Build(pr, layerindex.BuildOptions{Digest: desc.Digest, MediaType: desc.MediaType})
+		// Build may stop early (on error); keep draining so the tee never blocks.
+		io.Copy(io.Discard, pr)
+		done <- result{ix, err}
+	}()
+	_, _, werr := s.WriteBlob(io.TeeReader(r, pw), desc.Digest)
+	pw.CloseWithError(werr) // nil: Build sees EOF
+	res := <-done
+	if werr != nil {
+		return nil, werr
+	}
+	if res.err != nil {
+		return nil, fmt.Errorf("store: indexing layer %s: %w", desc.Digest, res.err)
+	}
+	if err := s.PutLayerIndex(res.ix); err != nil {
+		return nil, err
+	}
+	return res.ix, nil
+}

@@ -1,0 +1,106 @@
+package store
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"sync"
+	"testing"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// Environment of the helper process TestTagParallel starts.
+const (
+	helperEnvRoot     = "IMGFS_STORE_TEST_HELPER_ROOT"
+	helperEnvPrefix   = "IMGFS_STORE_TEST_HELPER_PREFIX"
+	helperEnvManifest = "IMGFS_STORE_TEST_HELPER_MANIFEST"
+	namesPerTagger    = 5
+)
+
+// TestTagHelperProcess is not a test: TestTagParallel re-executes the test binary to run
+// it as another process tagging into the same store.
+func TestTagHelperProcess(t *testing.T) {
+	root := os.Getenv(helperEnvRoot)
+	if root == "" {
+		t.Skip("helper process of TestTagParallel")
+	}
+	s, err := Open(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var desc ocispec.Descriptor
+	if err := json.Unmarshal([]byte(os.Getenv(helperEnvManifest)), &desc); err != nil {
+		t.Fatal(err)
+	}
+	tagMany(t, s, os.Getenv(helperEnvPrefix), desc)
+}
+
+func tagMany(t testing.TB, s *Store, prefix string, desc ocispec.Descriptor) {
+	for i := range namesPerTagger {
+		if err := s.Tag(mustName(t, fmt.Sprintf("%s:%d", prefix, i)), desc); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// Taggers in 8 goroutines and 2 other processes at once: every name lands.
+func TestTagParallel(t *testing.T) {
+	s := openStore(t)
+	img := writeImage(t, s, imageOpts{})
+	descJSON, _ := json.Marshal(img.Manifest)
+
+	var prefixes []string
+	var wg sync.WaitGroup
+	var procs []*exec.Cmd
+	var outs []*bytes.Buffer
+	for p := range 2 {
+		prefix := fmt.Sprintf("proc%d", p)
+		prefixes = append(prefixes, prefix)
+		cmd := exec.Command(os.Args[0], "-test.run=^TestTagHelperProcess$", "-test.count=1")
+		cmd.Env = append(os.Environ(), helperEnvRoot+"="+s.Root(), helperEnvPrefix+"="+prefix, helperEnvManifest+"="+string(descJSON))
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		procs, outs = append(procs, cmd), append(outs, &out)
+	}
+	for g := range 8 {
+		prefix := fmt.Sprintf("goroutine%d", g)
+		prefixes = append(prefixes, prefix)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tagMany(t, s, prefix, img.Manifest)
+		}()
+	}
+	wg.Wait()
+	for i, cmd := range procs {
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("helper process: %v\n%s", err, outs[i])
+		}
+	}
+
+	imgs, err := s.Images()
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	for _, img := range imgs {
+		have[img.Name.String()] = true
+	}
+	for _, p := range prefixes {
+		for i := range namesPerTagger {
+			if n := fmt.Sprintf("docker.io/library/%s:%d", p, i); !have[n] {
+				t.Errorf("%s lost", n)
+			}
+		}
+	}
+	if want := len(prefixes) * namesPerTagger; len(imgs) != want {
+		t.Errorf("%d images, want %d", len(imgs), want)
+	}
+	assertTmpEmpty(t, s)
+}

@@ -1,0 +1,142 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"syscall"
+
+	"github.com/imgfs/imgfs/layerindex"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// buildCall is a LayerIndex load or build in flight, which concurrent askers for the same
+// layer wait on instead of building it again.
+type buildCall struct {
+	done chan struct{}
+	ix   *layerindex.Index
+	err  error
+}
+
+// layerIndexPath is where the layer index of blob d is stored.
+func (s *Store) layerIndexPath(d digest.Digest) string {
+	return s.path(".imgfs", "index", string(d.Algorithm()), d.Encoded())
+}
+
+// LayerIndex returns the layer index of the layer blob desc describes. It is kept in
+// memory once loaded, as the filesystem asks for it on every lookup. A stored index that
+// is missing, damaged (layerindex.ErrCorruptIndex), of an older format
+// (layerindex.ErrIndexVersion) or of another blob is rebuilt from the blob, which verifies
+// the blob's digest, and stored again. Failing to store it on a read-only store is not an
+// error: the rebuilt index is still returned.
+func (s *Store) LayerIndex(desc ocispec.Descriptor) (*layerindex.Index, error) {
+	if err := desc.Digest.Validate(); err != nil {
+		return nil, fmt.Errorf("store: layer %q: %w", desc.Digest, err)
+	}
+	s.cacheMu.Lock()
+	if ix, ok := s.layers[desc.Digest]; ok && matches(ix, desc) {
+		s.cacheMu.Unlock()
+		return ix, nil
+	}
+	if c, ok := s.building[desc.Digest]; ok {
+		s.cacheMu.Unlock()
+		<-c.done
+		if c.err == nil && !matches(c.ix, desc) {
+			// Built for a descriptor disagreeing with this one about the size; the
+			// blob is what it is, and the index says so.
+			return nil, fmt.Errorf("store: layer %s: blob is %d bytes, descriptor says %d",
+				desc.Digest, c.ix.BlobSize, desc.Size)
+		}
+		return c.ix, c.err
+	}
+	c := &buildCall{done: make(chan struct{})}
+	s.building[desc.Digest] = c
+	s.cacheMu.Unlock()
+
+	c.ix, c.err = s.loadOrBuild(desc)
+
+	s.cacheMu.Lock()
+	delete(s.building, desc.Digest)
+	if c.err == nil {
+		s.layers[desc.Digest] = c.ix
+	}
+	s.cacheMu.Unlock()
+	close(c.done)
+	return c.ix, c.err
+}
+
+// matches reports whether ix can serve as the index of the blob desc describes.
+func matches(ix *layerindex.Index, desc ocispec.Descriptor) bool {
+	return ix.BlobDigest == desc.Digest && (desc.Size <= 0 || ix.BlobSize == desc.Size)
+}
+
+func (s *Store) loadOrBuild(desc ocispec.Descriptor) (*layerindex.Index, error) {
+	data, err := os.ReadFile(s.layerIndexPath(desc.Digest))
+	switch {
+	case err == nil:
+		ix := new(layerindex.Index)
+		err := ix.UnmarshalBinary(data)
+		if err == nil && matches(ix, desc) {
+			return ix, nil
+		}
+		if err != nil && !errors.Is(err, layerindex.ErrCorruptIndex) && !errors.Is(err, layerindex.ErrIndexVersion) {
+			return nil, fmt.Errorf("store: layer index of %s: %w", desc.Digest, err)
+		}
+		// Corrupt, stale or another blob's: rebuild below.
+	case errors.Is(err, fs.ErrNotExist):
+	default:
+		return nil, fmt.Errorf("store: layer index of %s: %w", desc.Digest, err)
+	}
+
+	f, err := s.OpenBlob(desc.Digest)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	ix, err := layerindex.Build(f, layerindex.BuildOptions{Digest: desc.Digest, MediaType: desc.MediaType})
+	if err != nil {
+		return nil, fmt.Errorf("store: indexing layer %s: %w", desc.Digest, err)
+	}
+	if desc.Size > 0 && ix.BlobSize != desc.Size {
+		return nil, fmt.Errorf("store: layer %s: blob is %d bytes, descriptor says %d", desc.Digest, ix.BlobSize, desc.Size)
+	}
+	if err := s.putLayerIndex(ix); err != nil && !readOnly(err) {
+		return nil, err
+	}
+	return ix, nil
+}
+
+// readOnly reports whether err comes from a store we may read but not write.
+func readOnly(err error) bool {
+	return errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.EROFS)
+}
+
+// PutLayerIndex stores the layer index of blob ix.BlobDigest, atomically, and keeps it in
+// memory. Importers call it (or WriteLayer) so the first mount need not read the layer.
+func (s *Store) PutLayerIndex(ix *layerindex.Index) error {
+	if err := s.putLayerIndex(ix); err != nil {
+		return err
+	}
+	s.cacheMu.Lock()
+	s.layers[ix.BlobDigest] = ix
+	s.cacheMu.Unlock()
+	return nil
+}
+
+func (s *Store) putLayerIndex(ix *layerindex.Index) error {
+	if err := ix.BlobDigest.Validate(); err != nil {
+		return fmt.Errorf("store: layer index: blob digest %q: %w", ix.BlobDigest, err)
+	}
+	data, err := ix.MarshalBinary()
+	if err != nil {
+		return fmt.Errorf("store: layer index of %s: %w", ix.BlobDigest, err)
+	}
+	release, err := s.Hold()
+	if err != nil {
+		return err
+	}
+	defer release()
+	return s.writeFileAtomic(s.layerIndexPath(ix.BlobDigest), data)
+}

@@ -1,0 +1,139 @@
+package store
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"sync"
+	"testing"
+
+	"github.com/imgfs/imgfs/layerindex"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+func TestLayerIndex(t *testing.T) {
+	s := openStore(t)
+	a := writeImage(t, s, imageOpts{Files: map[string]string{"etc/a": "aaa", "bin/sh": "#!"}})
+	b := writeImage(t, s, imageOpts{Files: map[string]string{"etc/b": "bbb"}})
+	path := s.layerIndexPath(a.Layer.Digest)
+	if _, err := os.Stat(path); err == nil {
+		t.Fatal("index exists before it was asked for")
+	}
+
+	// Built on first ask, by concurrent askers, and stored.
+	var wg sync.WaitGroup
+	results := make([]*layerindex.Index, 4)
+	for i := range results {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ix, err := s.LayerIndex(a.Layer)
+			if err != nil {
+				t.Error(err)
+			}
+			results[i] = ix
+		}()
+	}
+	wg.Wait()
+	ix := results[0]
+	if ix == nil || ix.BlobDigest != a.Layer.Digest || ix.Compression != layerindex.Gzip || len(ix.Entries) != 2 {
+		t.Fatalf("LayerIndex = %+v", ix)
+	}
+	if again, _ := s.LayerIndex(a.Layer); again != ix {
+		t.Fatal("not cached in memory")
+	}
+	stored, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A new Store loads it from disk without rebuilding (the file is not replaced).
+	fi0, _ := os.Stat(path)
+	s2, _ := Open(s.Root())
+	if ix2, err := s2.LayerIndex(a.Layer); err != nil || ix2.DiffID != ix.DiffID {
+		t.Fatalf("reload: %v", err)
+	}
+	if fi, _ := os.Stat(path); !os.SameFile(fi0, fi) {
+		t.Fatal("stored index rewritten on load")
+	}
+
+	// Truncated: detected, rebuilt, stored again whole.
+	os.WriteFile(path, stored[:len(stored)/2], 0o644)
+	s3, _ := Open(s.Root())
+	if ix3, err := s3.LayerIndex(a.Layer); err != nil || ix3.DiffID != ix.DiffID {
+		t.Fatalf("truncated: %v", err)
+	}
+	if got, _ := os.ReadFile(path); !bytes.Equal(got, stored) {
+		t.Fatal("truncated index not rewritten")
+	}
+
+	// Another blob's index in its place: rebuilt.
+	ixb, err := s3.LayerIndex(b.Layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _ := os.ReadFile(s.layerIndexPath(b.Layer.Digest))
+	os.WriteFile(path, other, 0o644)
+	s4, _ := Open(s.Root())
+	ix4, err := s4.LayerIndex(a.Layer)
+	if err != nil || ix4.BlobDigest != a.Layer.Digest || ix4.DiffID == ixb.DiffID {
+		t.Fatalf("foreign index: %v", err)
+	}
+	if got, _ := os.ReadFile(path); !bytes.Equal(got, stored) {
+		t.Fatal("foreign index not replaced")
+	}
+
+	// A damaged blob fails the rebuild rather than indexing the wrong bytes.
+	os.Remove(path)
+	os.WriteFile(s.BlobPath(a.Layer.Digest), gzipLayer(t, map[string]string{"x": "y"}), 0o644)
+	s5, _ := Open(s.Root())
+	if _, err := s5.LayerIndex(a.Layer); err == nil {
+		t.Fatal("damaged blob indexed")
+	}
+	// A missing one says which.
+	missing := ocispec.Descriptor{Digest: digest.FromString("none")}
+	if _, err := s5.LayerIndex(missing); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("missing blob: %v", err)
+	}
+}
+
+// WriteLayer stores the blob and its index from one read of the stream.
+func TestWriteLayer(t *testing.T) {
+	s := openStore(t)
+	blob := gzipLayer(t, map[string]string{"a": "1", "b": "2"})
+	desc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: digest.FromBytes(blob), Size: int64(len(blob))}
+	r := &countingReader{r: bytes.NewReader(blob)}
+	ix, err := s.WriteLayer(r, desc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.n != int64(len(blob)) || !s.HasBlob(desc.Digest) || len(ix.Entries) != 2 || ix.MediaType != desc.MediaType {
+		t.Fatalf("read %d of %d bytes; index %+v", r.n, len(blob), ix)
+	}
+	if _, err := os.Stat(s.layerIndexPath(desc.Digest)); err != nil {
+		t.Fatal(err)
+	}
+	// Not a layer: the blob is stored, the error says why there is no index.
+	bad := []byte("not a tar at all, not even close")
+	_, err = s.WriteLayer(bytes.NewReader(bad), ocispec.Descriptor{Digest: digest.FromBytes(bad)})
+	if err == nil {
+		t.Fatal("WriteLayer of garbage succeeded")
+	}
+	// A wrong digest: nothing stored.
+	_, err = s.WriteLayer(bytes.NewReader(blob[:len(blob)-1]), desc)
+	if !errors.Is(err, ErrDigestMismatch) {
+		t.Fatalf("WriteLayer(truncated) = %v", err)
+	}
+}
+
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
