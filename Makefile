@@ -8,9 +8,12 @@ export PATH := $(PATH):/usr/local/go/bin
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/imgfs ./cmd/imgfs
 
+# Until mounting lands (issue #4), run builds imgfs, puts the sample busybox image in the
+# default store and lists the store.
 run: build
-	@echo "imgfs: mounting is not there yet (issue #4); bin/imgfs is built: bin/imgfs version"
-	@bin/imgfs version
+	scripts/sample-busybox.sh
+	bin/imgfs ls
+	@echo "imgfs: mounting is not there yet (issue #4); try: bin/imgfs inspect busybox"
 
 deps:
 	scripts/install-deps.sh
@@ -23,7 +26,7 @@ lint:
 # Every test, the packages with concurrency under the race detector.
 test: deps lint
 	$(GO) test -count=1 ./...
-	$(GO) test -count=1 -race -short ./layerindex/...
+	$(GO) test -count=1 -race -short ./layerindex/... ./store/...
 
 # Fuzz each parser for FUZZTIME (go test -fuzz runs one target at a time).
 FUZZTIME ?= 60s

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/distribution/reference"
+	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
@@ -263,6 +264,22 @@ func (s *Store) Untag(name reference.Named) error {
 		}
 		return true, nil
 	})
+}
+
+// RemoveUntagged drops the unnamed descriptors of the given manifests (or image indexes)
+// from index.json: `imgfs rm ID` of an image that has no name. Named descriptors of the
+// same manifests stay. It reports how many descriptors went.
+func (s *Store) RemoveUntagged(manifests map[digest.Digest]bool) (int, error) {
+	removed := 0
+	err := s.updateIndex(func(ix *indexFile) (bool, error) {
+		n0 := len(ix.entries)
+		ix.entries = slices.DeleteFunc(ix.entries, func(e indexEntry) bool {
+			return manifests[e.desc.Digest] && entryName(e.desc) == nil
+		})
+		removed = n0 - len(ix.entries)
+		return removed > 0, nil
+	})
+	return removed, err
 }
 
 // AddUntagged records a manifest (or image index) in index.json without a name, so that
