@@ -74,6 +74,7 @@ func Build(blob io.Reader, opts BuildOptions) (*Index, error) {
 		if err != nil {
 			return fail(err)
 		}
+		defer z.Close()
 		stream = z
 	case Zstd:
 		ix.Checkpoints = append(ix.Checkpoints, Checkpoint{Member: true})

@@ -249,7 +249,7 @@ func (r *Reader) open(k int) (*spanDecoder, error) {
 		if err != nil {
 			return nil, r.checkpointError(k, err)
 		}
-		return &spanDecoder{rd: z, close: func() {}}, nil
+		return &spanDecoder{rd: z, close: func() { z.Close() }}, nil
 	case Zstd:
 		z, err := newZstdReader(src, cp.In, nil)
 		if err != nil {

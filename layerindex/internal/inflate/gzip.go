@@ -41,15 +41,18 @@ func NewGzipReader(r io.Reader, span int64, onCheckpoint func(Checkpoint)) (*Gzi
 		d.span, d.onCP = span, onCheckpoint
 	}
 	if !d.moreInput() {
-		if d.rerr != nil {
-			d.truncated(0, "gzip header")
-			return nil, d.err
+		d.truncated(0, "gzip header")
+		if d.rerr == nil {
+			d.err = &Error{Msg: "empty input", Err: io.ErrUnexpectedEOF, kind: kindEOF}
 		}
-		return nil, &Error{Msg: "empty input", Err: io.ErrUnexpectedEOF, kind: kindEOF}
+		err := d.err
+		d.close()
+		return nil, err
 	}
 	d.nextMember()
-	if d.err != nil {
-		return nil, d.err
+	if err := d.err; err != nil {
+		d.close()
+		return nil, err
 	}
 	return z, nil
 }
@@ -73,19 +76,20 @@ func Resume(r io.Reader, cp Checkpoint) (*GzipReader, error) {
 	d.outBase = cp.Out - int64(w)
 	if cp.Member {
 		d.nextMember()
-		if d.err != nil {
-			return nil, d.err
-		}
-		return z, nil
-	}
-	if cp.Bit > 0 {
-		if !d.fetchByte() {
+	} else if cp.Bit > 0 {
+		if d.fetchByte() {
+			d.consume(uint(cp.Bit))
+		} else {
 			d.truncated(cp.In*8+int64(cp.Bit), "block header")
-			return nil, d.err
 		}
-		d.consume(uint(cp.Bit))
 	}
-	d.state = stBlock
+	if err := d.err; err != nil {
+		d.close()
+		return nil, err
+	}
+	if !cp.Member {
+		d.state = stBlock
+	}
 	return z, nil
 }
 
@@ -94,6 +98,14 @@ func (z *GzipReader) Read(p []byte) (int, error) { return z.d.read(p) }
 
 // WriteTo writes the rest of the uncompressed data to w.
 func (z *GzipReader) WriteTo(w io.Writer) (int64, error) { return z.d.writeTo(w) }
+
+// Close releases the reader's buffers for reuse by other readers; the reader must not be
+// used afterwards (Read fails). Closing is optional: a dropped reader is garbage collected.
+// Close does not close the underlying reader.
+func (z *GzipReader) Close() error {
+	z.d.close()
+	return nil
+}
 
 // NewReader returns a reader of the raw DEFLATE (RFC 1951) stream in r. It stops after the
 // final block; input after it is ignored (but may have been read from r).
@@ -108,8 +120,9 @@ type rawReader struct {
 	d decoder
 }
 
-func (z *rawReader) Read(p []byte) (int, error)          { return z.d.read(p) }
+func (z *rawReader) Read(p []byte) (int, error)         { return z.d.read(p) }
 func (z *rawReader) WriteTo(w io.Writer) (int64, error) { return z.d.writeTo(w) }
+func (z *rawReader) Close() error                       { z.d.close(); return nil }
 
 func (d *decoder) read(p []byte) (int, error) {
 	for {

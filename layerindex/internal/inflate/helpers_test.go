@@ -18,14 +18,22 @@ import (
 	"testing"
 )
 
-// buildTar makes a tar of regular files under the roots (in lexical order, skipping what
-// cannot be read) of about limit bytes.
-func buildTar(tb testing.TB, limit int, roots ...string) []byte {
+// tarRoot is a directory tree to put in a test tar, up to a number of bytes of tar.
+type tarRoot struct {
+	path  string
+	bytes int
+}
+
+// buildTar makes a tar of the files under the roots (in lexical order, skipping what cannot
+// be read).
+func buildTar(tb testing.TB, roots ...tarRoot) []byte {
 	tb.Helper()
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
+	limit := 0
 	for _, root := range roots {
-		filepath.WalkDir(root, func(path string, de fs.DirEntry, err error) error {
+		limit += root.bytes
+		filepath.WalkDir(root.path, func(path string, de fs.DirEntry, err error) error {
 			if err != nil {
 				return nil
 			}
@@ -39,7 +47,7 @@ func buildTar(tb testing.TB, limit int, roots ...string) []byte {
 			if !de.IsDir() && !info.Mode().IsRegular() {
 				return nil
 			}
-			if info.Mode().IsRegular() && info.Size() > int64(limit)/4 {
+			if info.Mode().IsRegular() && info.Size() > int64(root.bytes) {
 				return nil
 			}
 			var data []byte
@@ -73,11 +81,21 @@ var (
 	goTar     []byte
 )
 
-// goSrcTar is a tar of about 3 MB of GOROOT/src.
+// goSrcTar is a tar of about 4.5 MB of Go source and a Go binary (1 MiB under the race
+// detector).
 func goSrcTar(tb testing.TB) []byte {
 	goTarOnce.Do(func() {
-		goTar = buildTar(tb, 3<<20, filepath.Join(runtime.GOROOT(), "src", "compress"),
-			filepath.Join(runtime.GOROOT(), "src", "net"), filepath.Join(runtime.GOROOT(), "src"))
+		goroot := runtime.GOROOT()
+		scale := 1
+		if raceEnabled {
+			scale = 3
+		}
+		goTar = buildTar(tb, tarRoot{filepath.Join(goroot, "src", "compress"), 1 << 20 / scale},
+			tarRoot{filepath.Join(goroot, "src", "net"), 1 << 20 / scale},
+			tarRoot{filepath.Join(goroot, "pkg", "tool", runtime.GOOS+"_"+runtime.GOARCH, "preprofile"), 3 << 20})
+		if raceEnabled && len(goTar) > 1<<20 {
+			goTar = goTar[:1<<20] // a cut tar is still realistic data
+		}
 	})
 	return goTar
 }
@@ -87,8 +105,18 @@ type input struct {
 	data []byte
 }
 
+var (
+	inputsOnce sync.Once
+	inputs     []input
+)
+
 // testInputs are uncompressed inputs of various kinds.
 func testInputs(tb testing.TB) []input {
+	inputsOnce.Do(func() { inputs = makeInputs(tb) })
+	return inputs
+}
+
+func makeInputs(tb testing.TB) []input {
 	rnd := rand.New(rand.NewPCG(1, 2))
 	random := make([]byte, 300<<10)
 	for i := range random {
@@ -148,8 +176,35 @@ var levels = []struct {
 	{"huffonly", flate.HuffmanOnly},
 }
 
+// compressed caches compressed test inputs, by kind, level and data.
+var compressed sync.Map
+
+type compressKey struct {
+	gzip  bool
+	level int
+	ptr   *byte
+	len   int
+}
+
+func cached(gz bool, data []byte, level int, f func() []byte) []byte {
+	if len(data) < 100<<10 {
+		return f()
+	}
+	k := compressKey{gz, level, &data[0], len(data)}
+	if v, ok := compressed.Load(k); ok {
+		return v.([]byte)
+	}
+	v := f()
+	compressed.Store(k, v)
+	return v
+}
+
 func deflate(tb testing.TB, data []byte, level int) []byte {
 	tb.Helper()
+	return cached(false, data, level, func() []byte { return deflateNoCache(tb, data, level) })
+}
+
+func deflateNoCache(tb testing.TB, data []byte, level int) []byte {
 	var buf bytes.Buffer
 	w, err := flate.NewWriter(&buf, level)
 	if err != nil {
@@ -162,6 +217,10 @@ func deflate(tb testing.TB, data []byte, level int) []byte {
 
 func gzipBytes(tb testing.TB, data []byte, level int) []byte {
 	tb.Helper()
+	return cached(true, data, level, func() []byte { return gzipNoCache(tb, data, level) })
+}
+
+func gzipNoCache(tb testing.TB, data []byte, level int) []byte {
 	var buf bytes.Buffer
 	w, err := gzip.NewWriterLevel(&buf, level)
 	if err != nil {

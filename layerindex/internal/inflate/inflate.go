@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 )
 
 // Error reports corrupt or truncated input, or a failure to read it, at a place in the
@@ -60,8 +61,8 @@ func (e *Error) Unwrap() error { return e.Err }
 const errReservedFlags = "reserved flag bits set"
 
 const (
-	windowSize = 32 << 10              // DEFLATE's history
-	chunkSize  = 256 << 10             // output decoded per step
+	windowSize = 32 << 10               // DEFLATE's history
+	chunkSize  = 256 << 10              // output decoded per step
 	outLimit   = windowSize + chunkSize // decoding stops once the write position reaches this
 	outSize    = outLimit + 512         // room for a 258-byte match started below outLimit, plus slack for wide copies
 	inSize     = 64 << 10
@@ -108,6 +109,7 @@ type decoder struct {
 	dist   *distTable
 	dynLit *litTable
 	dynDst *distTable
+	bufs   *buffers
 
 	gzip     bool
 	verify   bool   // check the current member's CRC-32 and ISIZE
@@ -124,12 +126,40 @@ type decoder struct {
 	err error
 }
 
+// buffers are a decoder's large allocations, recycled by Close.
+type buffers struct {
+	in   [inSize]byte
+	out  [outSize]byte
+	lit  litTable
+	dist distTable
+}
+
+var bufPool sync.Pool
+
 func (d *decoder) init(r io.Reader) {
+	b, _ := bufPool.Get().(*buffers)
+	if b == nil {
+		b = new(buffers)
+	}
+	d.bufs = b
 	d.r = r
-	d.in = make([]byte, inSize)
-	d.out = new([outSize]byte)
+	d.in = b.in[:]
+	d.out = &b.out
+	d.dynLit, d.dynDst = &b.lit, &b.dist
 	d.lastCP = -1
 }
+
+// close releases the buffers for reuse; the decoder fails from now on.
+func (d *decoder) close() {
+	if d.bufs == nil {
+		return
+	}
+	b := d.bufs
+	*d = decoder{err: errClosed}
+	bufPool.Put(b)
+}
+
+var errClosed = &Error{Msg: "reader is closed", kind: kindUsage}
 
 // pos is the compressed bit offset of the next unread bit.
 func (d *decoder) pos() int64 {
@@ -457,9 +487,6 @@ func (d *decoder) dynamicHeader(start int64) bool {
 	if lens[256] == 0 {
 		d.corrupt(start, "no end-of-block code")
 		return false
-	}
-	if d.dynLit == nil {
-		d.dynLit, d.dynDst = new(litTable), new(distTable)
 	}
 	if msg := buildTable(d.dynLit[:], lens[:nlit], litPayload[:], litBits); msg != "" {
 		d.corrupt(start, msg+" (literal/length)")
