@@ -8,6 +8,7 @@ import (
 	"archive/tar"
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -21,13 +22,16 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/gzip"
+	"github.com/opencontainers/go-digest"
+	specs "github.com/opencontainers/image-spec/specs-go"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/imgfs/imgfs/layerindex"
 )
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: lxbench mktar|index|random ...")
+		fmt.Fprintln(os.Stderr, "usage: lxbench mktar|index|random|mkoci ...")
 		os.Exit(2)
 	}
 	var err error
@@ -38,6 +42,8 @@ func main() {
 		err = index(os.Args[2:])
 	case "random":
 		err = random(os.Args[2:])
+	case "mkoci":
+		err = mkoci(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
@@ -217,4 +223,66 @@ func random(args []string) error {
 	fmt.Printf("sequential: whole stream through the index (1 MiB reads, read-ahead on %d cores) median %v = %.0f MB/s, %.2fx the single-thread gunzip\n",
 		runtime.GOMAXPROCS(0), seq[1].Round(time.Millisecond), float64(ix.Size)/1e6/seq[1].Seconds(), float64(full[1])/float64(seq[1]))
 	return nil
+}
+
+// mkoci writes an OCI image layout holding one image (ref.name busybox-like NAME) whose
+// layers are the given gzip blobs, bottom first: the input of the import benchmark.
+func mkoci(args []string) error {
+	fl := flag.NewFlagSet("mkoci", flag.ExitOnError)
+	out := fl.String("o", "layout", "output directory")
+	name := fl.String("name", "bench/app:1", "org.opencontainers.image.ref.name")
+	fl.Parse(args)
+	blobs := filepath.Join(*out, "blobs", "sha256")
+	if err := os.MkdirAll(blobs, 0o755); err != nil {
+		return err
+	}
+	put := func(b []byte) (digest.Digest, error) {
+		d := digest.FromBytes(b)
+		return d, os.WriteFile(filepath.Join(blobs, d.Encoded()), b, 0o644)
+	}
+	var layers []ocispec.Descriptor
+	var diffIDs []digest.Digest
+	for _, path := range fl.Args() {
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		blob := digest.SHA256.Digester()
+		zr, err := gzip.NewReader(io.TeeReader(f, blob.Hash()))
+		if err != nil {
+			return err
+		}
+		diff := digest.SHA256.Digester()
+		if _, err := io.Copy(diff.Hash(), zr); err != nil {
+			return err
+		}
+		io.Copy(blob.Hash(), f) // gzip trailer padding, if any
+		st, _ := f.Stat()
+		f.Close()
+		layers = append(layers, ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: blob.Digest(), Size: st.Size()})
+		diffIDs = append(diffIDs, diff.Digest())
+		if err := os.Link(path, filepath.Join(blobs, blob.Digest().Encoded())); err != nil && !os.IsExist(err) {
+			return err
+		}
+	}
+	created := time.Unix(1700000000, 0).UTC()
+	config, _ := json.Marshal(ocispec.Image{Created: &created, Platform: ocispec.Platform{OS: "linux", Architecture: runtime.GOARCH},
+		RootFS: ocispec.RootFS{Type: "layers", DiffIDs: diffIDs}})
+	cd, err := put(config)
+	if err != nil {
+		return err
+	}
+	manifest, _ := json.Marshal(ocispec.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest,
+		Config: ocispec.Descriptor{MediaType: ocispec.MediaTypeImageConfig, Digest: cd, Size: int64(len(config))}, Layers: layers})
+	md, err := put(manifest)
+	if err != nil {
+		return err
+	}
+	index, _ := json.Marshal(ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageIndex,
+		Manifests: []ocispec.Descriptor{{MediaType: ocispec.MediaTypeImageManifest, Digest: md, Size: int64(len(manifest)),
+			Annotations: map[string]string{ocispec.AnnotationRefName: *name}}}})
+	if err := os.WriteFile(filepath.Join(*out, "index.json"), index, 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(*out, "oci-layout"), []byte(`{"imageLayoutVersion":"1.0.0"}`), 0o644)
 }
