@@ -11,6 +11,7 @@ import (
 	"os"
 	"path"
 	"strings"
+	"sync"
 
 	"github.com/distribution/reference"
 	"github.com/imgfs/imgfs/layerindex"
@@ -138,7 +139,7 @@ type importer struct {
 	meta  map[string][]byte      // manifest.json, index.json, oci-layout
 	dir   *os.Root               // the directory imported; nil for an archive
 	jsons []*stored              // small JSON members under blobs/ (docker's own manifests)
-	buf   *bufio.Reader          // reused to sniff each member
+	mu    sync.Mutex             // guards files and jsons: a directory's layers are stored in parallel
 	seen  map[digest.Digest]bool // manifests and indexes walked
 	// Docker's own OCI manifests in a Docker 25+ save, parsed on first need.
 	ociManifests map[digest.Digest]*ocispec.Manifest
@@ -383,12 +384,7 @@ func (p *progressReader) Read(b []byte) (int, error) {
 // look like one. A digest the name gives is verified. what is for Progress ("" to guess).
 func (im *importer) put(r io.Reader, name string, size int64, k kind, what string) (*stored, error) {
 	expected := digestFromName(name)
-	if im.buf == nil {
-		im.buf = bufio.NewReaderSize(r, 64<<10)
-	} else {
-		im.buf.Reset(r)
-	}
-	br := im.buf
+	br := bufio.NewReaderSize(r, 64<<10)
 	head, _ := br.Peek(512)
 	if k == kindSniff {
 		k = kindBlob
@@ -435,10 +431,12 @@ func (im *importer) put(r io.Reader, name string, size int64, k kind, what strin
 	if err != nil {
 		return nil, wrapf(err, "%s: ", name)
 	}
+	im.mu.Lock()
 	im.files[name] = st
 	if st.isJSON && strings.HasPrefix(name, "blobs/") {
 		im.jsons = append(im.jsons, st)
 	}
+	im.mu.Unlock()
 	return st, nil
 }
 
@@ -540,7 +538,10 @@ func (im *importer) file(name string, k kind, what string) (*stored, error) {
 		}
 		return nil, fmt.Errorf("%s: no such file in the archive", name)
 	}
-	if st, ok := im.files[name]; ok {
+	im.mu.Lock()
+	st, ok := im.files[name]
+	im.mu.Unlock()
+	if ok {
 		return st, nil
 	}
 	f, err := im.dir.Open(name)

@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
+	"sync"
 
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
@@ -167,6 +169,7 @@ func (im *importer) walkManifest(d ocispec.Descriptor, config *ocispec.Descripto
 	if _, err := im.blob(*config, kindBlob); err != nil {
 		return fmt.Errorf("manifest %s: config: %w", d.Digest, err)
 	}
+	im.prefetchLayers(layers)
 	diffIDs := make([]digest.Digest, 0, len(layers))
 	allTar := true
 	for _, l := range layers {
@@ -204,4 +207,30 @@ func (im *importer) walkManifest(d ocispec.Descriptor, config *ocispec.Descripto
 		}
 	}
 	return nil
+}
+
+// prefetchLayers stores and indexes a directory's tar layers in parallel, one per core:
+// decompressing and indexing is what an import spends its time on, and the layers of a
+// layout are independent files. Errors are left for the caller's own pass over the layers
+// to report in order; an archive's members come one after another and are not prefetched.
+func (im *importer) prefetchLayers(layers []ocispec.Descriptor) {
+	if im.dir == nil || len(layers) < 2 {
+		return
+	}
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	var wg sync.WaitGroup
+	seen := map[digest.Digest]bool{}
+	for _, l := range layers {
+		if !isTarLayerType(l.MediaType) || seen[l.Digest] {
+			continue
+		}
+		seen[l.Digest] = true
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(l ocispec.Descriptor) {
+			defer func() { <-sem; wg.Done() }()
+			im.blob(l, kindLayer)
+		}(l)
+	}
+	wg.Wait()
 }
