@@ -853,19 +853,15 @@ const (
 	importEnvArchive = "IMGFS_IMPORT_TEST_HELPER_ARCHIVE"
 )
 
-// TestImportHelperProcess is not a test: TestImportKill runs it in a process it kills.
-func TestImportHelperProcess(t *testing.T) {
-	root := os.Getenv(importEnvRoot)
-	if root == "" {
-		t.Skip("helper process of TestImportKill")
-	}
+// importHelper is the process TestImportKill kills (the test binary run again, TestMain
+// dispatching here).
+func importHelper(root string) error {
 	s, err := Open(root)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
-	if _, err := s.Import(os.Getenv(importEnvArchive), ImportOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	_, err = s.Import(os.Getenv(importEnvArchive), ImportOptions{})
+	return err
 }
 
 // checkReachable checks that every blob index.json reaches is there and whole.
@@ -930,7 +926,7 @@ func TestImportKill(t *testing.T) {
 	}
 	finished := 0
 	for i, delay := range []time.Duration{40, 80, 120, 160, 200, 250} {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestImportHelperProcess$", "-test.count=1")
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
 		cmd.Env = append(os.Environ(), importEnvRoot+"="+s.Root(), importEnvArchive+"="+archives[i%2])
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out

@@ -239,11 +239,17 @@ func dynamicBlock(litLens, distLens []uint8) []byte {
 	return w.bytes()
 }
 
-// TestWriteSeedCorpus writes the hand-made seeds to testdata/fuzz when
-// INFLATE_WRITE_SEEDS=1.
-func TestWriteSeedCorpus(t *testing.T) {
+// TestSeedCorpus checks that the hand-made seeds are committed under testdata/fuzz (the
+// fuzz targets start from them), and writes them anew when INFLATE_WRITE_SEEDS=1.
+func TestSeedCorpus(t *testing.T) {
 	if os.Getenv("INFLATE_WRITE_SEEDS") != "1" {
-		t.Skip("set INFLATE_WRITE_SEEDS=1 to write the seed corpus")
+		for _, name := range []string{"FuzzInflate", "FuzzGzip", "FuzzResume"} {
+			seeds, _ := filepath.Glob(filepath.Join("testdata", "fuzz", name, "seed-*"))
+			if len(seeds) < 3 {
+				t.Errorf("%s: %d seeds in testdata/fuzz; write them with INFLATE_WRITE_SEEDS=1 go test -run TestSeedCorpus", name, len(seeds))
+			}
+		}
+		return
 	}
 	write := func(name string, i int, vals ...any) {
 		dir := filepath.Join("testdata", "fuzz", name)
