@@ -31,6 +31,8 @@ func TestUsageErrors(t *testing.T) {
 		{"rm"},
 		{"gc", "x"},
 		{"version", "x"},
+		{"--platform", "linux", "ls"},
+		{"--platform", "linux/arm/v7/x", "ls"},
 	} {
 		r := imgfsIn(t, nil, nil, append([]string{"--store", dir}, args...)...)
 		lines := strings.Split(strings.TrimSuffix(r.stderr, "\n"), "\n")

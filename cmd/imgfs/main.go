@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/imgfs/imgfs/store"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/spf13/cobra"
 )
 
@@ -56,6 +57,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 // globals are the flags every command takes.
 type globals struct {
 	storeDir string
+	platform string
 }
 
 func newRootCmd() *cobra.Command {
@@ -85,6 +87,8 @@ func newRootCmd() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.storeDir, "store", store.DefaultRoot(),
 		"image store directory (env IMGFS_STORE)")
+	root.PersistentFlags().StringVar(&g.platform, "platform", "",
+		"os/arch[/variant] to pick from multi-platform images (default: this machine's)")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
 		return usageError{err}
 	})
@@ -114,7 +118,20 @@ func (g *globals) open() (*store.Store, error) {
 	if g.storeDir == "" {
 		return nil, errors.New("no store directory: use --store or set IMGFS_STORE")
 	}
-	return store.Open(g.storeDir)
+	var platform *ocispec.Platform
+	if g.platform != "" {
+		p, err := store.ParsePlatform(g.platform)
+		if err != nil {
+			return nil, usageError{err}
+		}
+		platform = p
+	}
+	s, err := store.Open(g.storeDir)
+	if err != nil {
+		return nil, err
+	}
+	s.Platform = platform
+	return s, nil
 }
 
 // usageError is a mistake in the command line: exit status 2 and a hint.
