@@ -30,3 +30,14 @@ mi=$(med "${imgfs[@]}"); ms=$(med "${skopeo[@]}")
 echo "imgfs import: ${imgfs[*]} s (median $mi)"
 echo "skopeo copy:  ${skopeo[*]} s (median $ms)"
 echo "ratio imgfs/skopeo: $(awk "BEGIN{printf \"%.2f\", $mi / $ms}")"
+
+# Uncompressed layers (a docker save): imgfs stores them as they are. What compressing
+# them at import would add: gzip -1 (the cheapest level) of the same layer bytes.
+[ -f "$work/app.tar" ] || skopeo copy -q "oci:$work/img:bench/app:1" "docker-archive:$work/app.tar:bench/app:1"
+t=()
+for i in 1 2 3; do rm -rf "$work/s3"; t+=("$(secs bin/imgfs --store "$work/s3" import -q "$work/app.tar")"); done
+echo "imgfs import of the docker-archive form ($(du -m "$work/app.tar" | cut -f1) MB, layers stored uncompressed): ${t[*]} s (median $(med "${t[@]}"))"
+g=()
+for i in 1 2 3; do g+=("$(secs sh -c "tar -xOf '$work/app.tar' --wildcards '*.tar' | gzip -1 >/dev/null")")
+done
+echo "gzip -1 of its layers alone (what storing them compressed would add): ${g[*]} s (median $(med "${g[@]}"))"
