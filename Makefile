@@ -8,12 +8,23 @@ export PATH := $(PATH):/usr/local/go/bin
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/imgfs ./cmd/imgfs
 
-# Until mounting lands (issue #4), run builds imgfs, puts the sample busybox image in the
-# default store and lists the store.
+# run builds imgfs, puts the sample busybox image in the default store and mounts the store
+# at $(MNT) (left alone if imgfs already serves there; a stale mount is cleaned up).
+MNT ?= /mnt/images
 run: build
 	scripts/sample-busybox.sh
-	bin/imgfs ls
-	@echo "imgfs: mounting is not there yet (issue #4); try: bin/imgfs inspect busybox"
+	@mkdir -p $(MNT)
+	@if [ "$$(findmnt -n -o FSTYPE --mountpoint $(MNT) 2>/dev/null)" = fuse.imgfs ] && ls $(MNT) >/dev/null 2>&1; then \
+	  echo "imgfs: already mounted at $(MNT)"; \
+	else \
+	  bin/imgfs mount $(MNT); \
+	fi
+	@echo "Try:"
+	@echo "  ls $(MNT)/busybox/latest/layers/0/bin | head"
+	@echo "  ls $(MNT)/busybox/latest/rootfs/bin | head      (once rootfs/ lands)"
+	@echo "  getfattr -d $(MNT)/busybox/latest/layers/0"
+	@echo "  cat $(MNT)/busybox/latest/config.json"
+	@echo "  bin/imgfs umount $(MNT)"
 
 deps:
 	scripts/install-deps.sh

@@ -102,7 +102,8 @@ func newRootCmd() *cobra.Command {
 			fmt.Fprintln(cmd.OutOrStdout(), "imgfs", version)
 		},
 	})
-	root.AddCommand(newImportCmd(g), newLsCmd(g), newRmCmd(g), newInspectCmd(g), newGCCmd(g))
+	root.AddCommand(newImportCmd(g), newLsCmd(g), newRmCmd(g), newInspectCmd(g), newGCCmd(g),
+		newMountCmd(g), newUmountCmd(g))
 
 	// Every argument count error is a usage error.
 	for _, c := range root.Commands() {

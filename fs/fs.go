@@ -1,0 +1,241 @@
+// Package fs is imgfs's filesystem: go-fuse nodes serving the images of a store as the tree
+// DESIGN.md describes ("What a user sees").
+//
+//	/                              repositories by familiar name, components as directories
+//	busybox/latest/                an image: rootfs/, layers/N/, manifest.json, config.json
+//	sha256:<id or 12+ hex prefix>/ an image by ID (looked up, never listed)
+//
+// The directories above the images follow the store: index.json is read again when it
+// changed (checked at most every RefreshInterval), and those directories are cached by the
+// kernel for NameTimeout only. What is inside an image never changes and is cached for
+// ImageTimeout. Every byte of a file is read on demand from its layer blob through a
+// layerindex.Reader; nothing is extracted.
+package fs
+
+import (
+	"hash/fnv"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/imgfs/imgfs/layerindex"
+	"github.com/imgfs/imgfs/store"
+	"github.com/opencontainers/go-digest"
+)
+
+// Options configure an FS. Zero values mean the defaults.
+type Options struct {
+	// CacheSize bounds the decoded spans kept for the whole mount
+	// (layerindex.DefaultCacheSize).
+	CacheSize int64
+	// NameTimeout is how long the kernel may cache the directories above the images
+	// (1 s); RefreshInterval is how often index.json is checked for changes at most
+	// (500 ms). Together they bound how late an import or a removal shows.
+	NameTimeout     time.Duration
+	RefreshInterval time.Duration
+	// ImageTimeout is how long the kernel may cache what is inside an image (1 h):
+	// images never change.
+	ImageTimeout time.Duration
+	// Logger gets read errors and store problems (slog.Default()).
+	Logger *slog.Logger
+}
+
+// FS serves the images of a store. Make one with New; its Root is the root node to mount.
+type FS struct {
+	store *store.Store
+	cache *layerindex.Cache
+	log   *slog.Logger
+	opts  Options
+	start time.Time
+
+	mu      sync.Mutex
+	checked time.Time  // when index.json was last checked
+	stamp   indexStamp // index.json as last read
+	names   *nameDir   // the tree above the images, from the last read
+	images  map[digest.Digest]*image
+	blobsMu sync.Mutex
+	blobs   map[digest.Digest]*blobReader
+}
+
+// New returns the filesystem of the images in s.
+func New(s *store.Store, opts Options) *FS {
+	if opts.NameTimeout <= 0 {
+		opts.NameTimeout = time.Second
+	}
+	if opts.RefreshInterval <= 0 {
+		opts.RefreshInterval = 500 * time.Millisecond
+	}
+	if opts.ImageTimeout <= 0 {
+		opts.ImageTimeout = time.Hour
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &FS{
+		store:  s,
+		cache:  layerindex.NewCache(opts.CacheSize),
+		log:    opts.Logger,
+		opts:   opts,
+		start:  time.Now(),
+		images: make(map[digest.Digest]*image),
+		blobs:  make(map[digest.Digest]*blobReader),
+	}
+}
+
+// Root returns the root directory node.
+func (f *FS) Root() gofs.InodeEmbedder {
+	return &nameNode{fs: f, path: ""}
+}
+
+// MountOptions returns the go-fuse options the tree is meant to be served with: default
+// timeouts, permissions as the images give them (a mode of 0 stays 0).
+func (f *FS) MountOptions() *gofs.Options {
+	nt := f.opts.NameTimeout
+	return &gofs.Options{
+		EntryTimeout:    &nt,
+		AttrTimeout:     &nt,
+		NullPermissions: true,
+		RootStableAttr:  &gofs.StableAttr{Ino: 1},
+	}
+}
+
+// Close releases the layer blobs opened for reading.
+func (f *FS) Close() error {
+	f.blobsMu.Lock()
+	defer f.blobsMu.Unlock()
+	for d, b := range f.blobs {
+		b.close()
+		delete(f.blobs, d)
+	}
+	return nil
+}
+
+// indexStamp identifies a version of index.json (it is replaced by rename on every write).
+type indexStamp struct {
+	ino   uint64
+	size  int64
+	mtime time.Time
+}
+
+func statIndex(root string) (indexStamp, error) {
+	fi, err := os.Stat(filepath.Join(root, "index.json"))
+	if err != nil {
+		return indexStamp{}, err
+	}
+	st := indexStamp{size: fi.Size(), mtime: fi.ModTime()}
+	if sys, ok := fi.Sys().(*syscall.Stat_t); ok {
+		st.ino = sys.Ino
+	}
+	return st, nil
+}
+
+// tree returns the directories above the images, reading index.json again if it changed
+// and was not checked for RefreshInterval.
+func (f *FS) tree() *nameDir {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	now := time.Now()
+	if f.names != nil && now.Sub(f.checked) < f.opts.RefreshInterval {
+		return f.names
+	}
+	f.checked = now
+	st, err := statIndex(f.store.Root())
+	if err != nil {
+		f.log.Error("reading the store", "store", f.store.Root(), "err", err)
+		if f.names == nil {
+			f.names = newNameDir("")
+		}
+		return f.names
+	}
+	if f.names != nil && st == f.stamp {
+		return f.names
+	}
+	imgs, err := f.store.Images()
+	if err != nil {
+		f.log.Error("reading the store", "store", f.store.Root(), "err", err)
+		if imgs == nil && f.names != nil {
+			return f.names // try again next time
+		}
+	}
+	f.stamp = st
+	f.names = buildNames(imgs, st.mtime)
+	// Forget the state of images no longer named; nodes still in use keep theirs.
+	live := make(map[digest.Digest]bool, len(imgs))
+	for _, img := range imgs {
+		live[img.Descriptor.Digest] = true
+	}
+	for d := range f.images {
+		if !live[d] {
+			delete(f.images, d)
+		}
+	}
+	return f.names
+}
+
+// image returns the shared state of img (its layer trees, its rootfs), by manifest digest.
+func (f *FS) image(img store.Image) *image {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if im, ok := f.images[img.Descriptor.Digest]; ok {
+		return im
+	}
+	im := newImage(f, img)
+	f.images[img.Descriptor.Digest] = im
+	return im
+}
+
+// ino hashes the parts that identify a node into an inode number, avoiding the numbers
+// go-fuse and the kernel reserve (0, 1 for the root, ^0).
+func ino(parts ...any) uint64 {
+	h := fnv.New64a()
+	var b [8]byte
+	for _, p := range parts {
+		switch v := p.(type) {
+		case string:
+			h.Write([]byte(v))
+			h.Write([]byte{0})
+		case uint64:
+			for i := range b {
+				b[i] = byte(v >> (8 * i))
+			}
+			h.Write(b[:])
+		case uint32:
+			h.Write([]byte{byte(v), byte(v >> 8), byte(v >> 16), byte(v >> 24)})
+		case byte:
+			h.Write([]byte{v})
+		case int:
+			h.Write([]byte{byte(v), byte(v >> 8), byte(v >> 16), byte(v >> 24)})
+		}
+	}
+	n := h.Sum64()
+	if n <= 1 || n == ^uint64(0) {
+		n += 2
+	}
+	return n
+}
+
+// setTimeouts sets an entry's cache timeouts.
+func setTimeouts(out *fuse.EntryOut, d time.Duration) {
+	out.SetEntryTimeout(d)
+	out.SetAttrTimeout(d)
+}
+
+// dirAttr fills the attributes of a directory imgfs makes up (not from a layer).
+func dirAttr(a *fuse.Attr, mtime time.Time, nlink uint32) {
+	a.Mode = syscall.S_IFDIR | 0o555
+	a.Nlink = nlink
+	setTimes(a, mtime)
+	a.Blksize = 4096
+}
+
+func setTimes(a *fuse.Attr, t time.Time) {
+	if t.IsZero() {
+		t = time.Unix(0, 0)
+	}
+	a.SetTimes(&t, &t, &t)
+}

@@ -1,0 +1,306 @@
+package fs
+
+import (
+	"context"
+	"encoding/json"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/distribution/reference"
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/imgfs/imgfs/layerindex"
+	"github.com/imgfs/imgfs/store"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// maxConfigSize bounds the image configs read (they carry the history, rarely over 100 KB).
+const maxConfigSize = 32 << 20
+
+// image is the state of one image (by manifest digest) that every directory showing it
+// shares: its blobs, layer trees and rootfs, made on first use and kept (images never
+// change).
+type image struct {
+	fs    *FS
+	img   store.Image
+	label string // for messages: busybox:latest, or the ID
+
+	mu       sync.Mutex
+	manifest []byte
+	config   []byte
+	created  time.Time
+	layers   []*rawTree // by layer, nil until built
+	rootfs   tree
+}
+
+func newImage(f *FS, img store.Image) *image {
+	label := img.ID.String()
+	if img.Name != nil {
+		label = reference.FamiliarString(img.Name)
+	}
+	return &image{fs: f, img: img, label: label, layers: make([]*rawTree, len(img.Manifest.Layers))}
+}
+
+// meta reads the manifest and config bytes, once.
+func (im *image) meta() error {
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	if im.config != nil {
+		return nil
+	}
+	m, err := im.fs.store.ReadBlob(im.img.Descriptor.Digest, store.MaxManifestSize)
+	if err != nil {
+		return err
+	}
+	c, err := im.fs.store.ReadBlob(im.img.Manifest.Config.Digest, maxConfigSize)
+	if err != nil {
+		return err
+	}
+	var cfg ocispec.Image
+	if json.Unmarshal(c, &cfg) == nil && cfg.Created != nil {
+		im.created = *cfg.Created
+	}
+	im.manifest, im.config = m, c
+	return nil
+}
+
+// createdTime is the image's creation date (zero if unknown), the mtime of the directories
+// imgfs makes up inside it.
+func (im *image) createdTime() time.Time {
+	if err := im.meta(); err != nil {
+		im.fs.log.Error("reading image", "image", im.label, "err", err)
+	}
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	return im.created
+}
+
+// layerIndex returns the layer index of layer i.
+func (im *image) layerIndex(i int) (*layerindex.Index, error) {
+	return im.fs.store.LayerIndex(im.img.Manifest.Layers[i])
+}
+
+// layerTree returns layer i's own tree, built on first use.
+func (im *image) layerTree(i int) (*rawTree, error) {
+	im.mu.Lock()
+	t := im.layers[i]
+	im.mu.Unlock()
+	if t != nil {
+		return t, nil
+	}
+	ix, err := im.layerIndex(i)
+	if err != nil {
+		return nil, err
+	}
+	t = newRawTree(ix, i)
+	im.mu.Lock()
+	if im.layers[i] == nil {
+		im.layers[i] = t
+	}
+	t = im.layers[i]
+	im.mu.Unlock()
+	return t, nil
+}
+
+// reader returns the reader of layer i's uncompressed stream.
+func (im *image) reader(i int) (*layerindex.Reader, error) {
+	ix, err := im.layerIndex(i)
+	if err != nil {
+		return nil, err
+	}
+	return im.fs.reader(ix)
+}
+
+// Kinds of the nodes inside an image, for inode numbers.
+const (
+	kindManifest byte = iota + 1
+	kindConfig
+	kindLayers
+	kindLayer
+	kindRootfs
+)
+
+// imageNode is an image's directory.
+type imageNode struct {
+	gofs.Inode
+	im   *image
+	path string // in the mount, for messages
+	ino  uint64
+}
+
+var (
+	_ gofs.NodeLookuper  = (*imageNode)(nil)
+	_ gofs.NodeReaddirer = (*imageNode)(nil)
+	_ gofs.NodeGetattrer = (*imageNode)(nil)
+)
+
+// imageEntries are the names in an image directory, sorted.
+var imageEntries = []string{"config.json", "layers", "manifest.json", "rootfs"}
+
+func (n *imageNode) attr(a *fuse.Attr) {
+	dirAttr(a, n.im.createdTime(), 4)
+}
+
+func (n *imageNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	n.attr(&out.Attr)
+	out.SetTimeout(n.im.fs.opts.ImageTimeout)
+	return 0
+}
+
+func (n *imageNode) childIno(kind byte) uint64 { return ino(n.ino, kind) }
+
+func (n *imageNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+	list := make([]fuse.DirEntry, 0, len(imageEntries))
+	for _, name := range imageEntries {
+		e := fuse.DirEntry{Name: name, Mode: syscall.S_IFDIR}
+		switch name {
+		case "config.json":
+			e.Mode, e.Ino = syscall.S_IFREG, n.childIno(kindConfig)
+		case "manifest.json":
+			e.Mode, e.Ino = syscall.S_IFREG, n.childIno(kindManifest)
+		case "layers":
+			e.Ino = n.childIno(kindLayers)
+		case "rootfs":
+			if !rootfsAvailable {
+				continue
+			}
+			e.Ino = n.childIno(kindRootfs)
+		}
+		list = append(list, e)
+	}
+	return gofs.NewListDirStream(list), 0
+}
+
+func (n *imageNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	im := n.im
+	setTimeouts(out, im.fs.opts.ImageTimeout)
+	switch name {
+	case "manifest.json", "config.json":
+		if err := im.meta(); err != nil {
+			im.fs.log.Error("reading image", "image", im.label, "path", n.path+"/"+name, "err", err)
+			return nil, syscall.EIO
+		}
+		kind := kindConfig
+		im.mu.Lock()
+		data := im.config
+		if name == "manifest.json" {
+			kind, data = kindManifest, im.manifest
+		}
+		im.mu.Unlock()
+		node := &bytesNode{data: data, mtime: im.created}
+		node.attr(&out.Attr)
+		return n.NewInode(ctx, node, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: n.childIno(kind)}), 0
+	case "layers":
+		node := &layersNode{im: im, path: n.path + "/layers", ino: n.childIno(kindLayers)}
+		node.attr(&out.Attr)
+		return n.NewInode(ctx, node, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: node.ino}), 0
+	case "rootfs":
+		if !rootfsAvailable {
+			return nil, syscall.ENOENT
+		}
+		t, err := im.rootfsTree()
+		if err != nil {
+			im.fs.log.Error("building rootfs", "image", im.label, "path", n.path+"/rootfs", "err", err)
+			return nil, syscall.EIO
+		}
+		node := &treeNode{im: im, t: t, base: n.childIno(kindRootfs), path: n.path + "/rootfs"}
+		node.attr(&out.Attr)
+		return n.NewInode(ctx, node, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: node.inode()}), 0
+	}
+	return nil, syscall.ENOENT
+}
+
+// layersNode is an image's layers/ directory: 0 to N-1, bottom to top.
+type layersNode struct {
+	gofs.Inode
+	im   *image
+	path string
+	ino  uint64
+}
+
+var (
+	_ gofs.NodeLookuper  = (*layersNode)(nil)
+	_ gofs.NodeReaddirer = (*layersNode)(nil)
+	_ gofs.NodeGetattrer = (*layersNode)(nil)
+)
+
+func (n *layersNode) attr(a *fuse.Attr) {
+	dirAttr(a, n.im.createdTime(), 2+uint32(len(n.im.img.Manifest.Layers)))
+}
+
+func (n *layersNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	n.attr(&out.Attr)
+	out.SetTimeout(n.im.fs.opts.ImageTimeout)
+	return 0
+}
+
+func (n *layersNode) layerBase(i int) uint64 { return ino(n.ino, kindLayer, i) }
+
+func (n *layersNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+	list := make([]fuse.DirEntry, len(n.im.img.Manifest.Layers))
+	for i := range list {
+		list[i] = fuse.DirEntry{Name: strconv.Itoa(i), Mode: syscall.S_IFDIR, Ino: treeIno(n.layerBase(i), 0)}
+	}
+	return gofs.NewListDirStream(list), 0
+}
+
+func (n *layersNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	i, err := strconv.Atoi(name)
+	if err != nil || i < 0 || i >= len(n.im.img.Manifest.Layers) || strconv.Itoa(i) != name {
+		return nil, syscall.ENOENT
+	}
+	t, err := n.im.layerTree(i)
+	if err != nil {
+		n.im.fs.log.Error("reading layer", "image", n.im.label, "path", n.path+"/"+name,
+			"layer", n.im.img.Manifest.Layers[i].Digest, "err", err)
+		return nil, syscall.EIO
+	}
+	node := &treeNode{im: n.im, t: t, base: n.layerBase(i), path: n.path + "/" + name, layer: i, isLayerRoot: true}
+	node.attr(&out.Attr)
+	setTimeouts(out, n.im.fs.opts.ImageTimeout)
+	return n.NewInode(ctx, node, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: node.inode()}), 0
+}
+
+// bytesNode is a small file held in memory (manifest.json, config.json).
+type bytesNode struct {
+	gofs.Inode
+	data  []byte
+	mtime time.Time
+}
+
+var (
+	_ gofs.NodeGetattrer = (*bytesNode)(nil)
+	_ gofs.NodeOpener    = (*bytesNode)(nil)
+	_ gofs.NodeReader    = (*bytesNode)(nil)
+)
+
+func (n *bytesNode) attr(a *fuse.Attr) {
+	a.Mode = syscall.S_IFREG | 0o444
+	a.Size = uint64(len(n.data))
+	a.Nlink = 1
+	a.Blksize = 4096
+	a.Blocks = (a.Size + 511) / 512
+	setTimes(a, n.mtime)
+}
+
+func (n *bytesNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	n.attr(&out.Attr)
+	return 0
+}
+
+func (n *bytesNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC) != 0 {
+		return nil, 0, syscall.EROFS
+	}
+	return nil, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+func (n *bytesNode) Read(ctx context.Context, f gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if off >= int64(len(n.data)) {
+		return fuse.ReadResultData(nil), 0
+	}
+	end := min(off+int64(len(dest)), int64(len(n.data)))
+	return fuse.ReadResultData(n.data[off:end]), 0
+}

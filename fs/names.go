@@ -1,0 +1,203 @@
+package fs
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/distribution/reference"
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/imgfs/imgfs/store"
+)
+
+// nameDir is a directory above the images: the root, a host or path component of a
+// repository name, or a repository (whose images are its tags).
+type nameDir struct {
+	path   string // "" for the root, else "busybox", "ghcr.io/acme"
+	mtime  time.Time
+	dirs   map[string]*nameDir
+	images map[string]store.Image // by tag
+	list   []string               // every name in it, sorted
+}
+
+func newNameDir(path string) *nameDir {
+	return &nameDir{path: path, dirs: map[string]*nameDir{}, images: map[string]store.Image{}}
+}
+
+// buildNames makes the tree of the named images. Untagged images are left out (they are
+// reachable by ID). A tag and a deeper repository of the same name (a:b and a/b) meet in
+// one name: the image wins.
+func buildNames(imgs []store.Image, mtime time.Time) *nameDir {
+	root := newNameDir("")
+	for _, img := range imgs {
+		if img.Name == nil {
+			continue
+		}
+		var leaf string
+		switch n := img.Name.(type) {
+		case reference.Tagged:
+			leaf = n.Tag()
+		case reference.Digested:
+			leaf = n.Digest().String()
+		default:
+			continue
+		}
+		d := root
+		for c := range strings.SplitSeq(reference.FamiliarName(img.Name), "/") {
+			sub, ok := d.dirs[c]
+			if !ok {
+				p := c
+				if d.path != "" {
+					p = d.path + "/" + c
+				}
+				sub = newNameDir(p)
+				d.dirs[c] = sub
+			}
+			d = sub
+		}
+		d.images[leaf] = img
+	}
+	root.finish(mtime)
+	return root
+}
+
+func (d *nameDir) finish(mtime time.Time) {
+	d.mtime = mtime
+	for n, sub := range d.dirs {
+		sub.finish(mtime)
+		if _, ok := d.images[n]; !ok {
+			d.list = append(d.list, n)
+		}
+	}
+	for n := range d.images {
+		d.list = append(d.list, n)
+	}
+	slices.Sort(d.list)
+}
+
+// find returns the directory at path, or nil.
+func (d *nameDir) find(path string) *nameDir {
+	if path == "" {
+		return d
+	}
+	for c := range strings.SplitSeq(path, "/") {
+		if d = d.dirs[c]; d == nil {
+			return nil
+		}
+	}
+	return d
+}
+
+func (d *nameDir) subdirs() uint32 {
+	n := uint32(0)
+	for _, name := range d.list {
+		if _, ok := d.images[name]; ok {
+			n++
+		} else if _, ok := d.dirs[name]; ok {
+			n++
+		}
+	}
+	return n
+}
+
+// nameNode is the node of a nameDir, found again by path in the current tree on every
+// operation, so that it follows the store.
+type nameNode struct {
+	gofs.Inode
+	fs   *FS
+	path string
+}
+
+var (
+	_ gofs.NodeLookuper  = (*nameNode)(nil)
+	_ gofs.NodeReaddirer = (*nameNode)(nil)
+	_ gofs.NodeGetattrer = (*nameNode)(nil)
+	_ gofs.NodeStatfser  = (*nameNode)(nil)
+)
+
+func nameIno(path string) uint64 { return ino("name", path) }
+
+func imageIno(path string, img store.Image) uint64 {
+	return ino("image", path, img.Descriptor.Digest.String())
+}
+
+func (n *nameNode) child(name string) string {
+	if n.path == "" {
+		return name
+	}
+	return n.path + "/" + name
+}
+
+func (n *nameNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	d := n.fs.tree().find(n.path)
+	if d == nil {
+		return nil, syscall.ENOENT
+	}
+	if img, ok := d.images[name]; ok {
+		return n.imageChild(ctx, name, img, out), 0
+	}
+	if sub, ok := d.dirs[name]; ok {
+		dirAttr(&out.Attr, sub.mtime, 2+sub.subdirs())
+		setTimeouts(out, n.fs.opts.NameTimeout)
+		return n.NewInode(ctx, &nameNode{fs: n.fs, path: sub.path},
+			gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: nameIno(sub.path)}), 0
+	}
+	if n.path == "" && strings.HasPrefix(name, "sha256:") {
+		img, err := n.fs.store.Resolve(name)
+		if err != nil {
+			return nil, syscall.ENOENT
+		}
+		return n.imageChild(ctx, name, img, out), 0
+	}
+	return nil, syscall.ENOENT
+}
+
+func (n *nameNode) imageChild(ctx context.Context, name string, img store.Image, out *fuse.EntryOut) *gofs.Inode {
+	im := n.fs.image(img)
+	path := n.child(name)
+	node := &imageNode{im: im, path: path, ino: imageIno(path, img)}
+	node.attr(&out.Attr)
+	out.SetEntryTimeout(n.fs.opts.NameTimeout)
+	out.SetAttrTimeout(n.fs.opts.ImageTimeout)
+	return n.NewInode(ctx, node, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: node.ino})
+}
+
+func (n *nameNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+	d := n.fs.tree().find(n.path)
+	if d == nil {
+		return gofs.NewListDirStream(nil), 0
+	}
+	list := make([]fuse.DirEntry, 0, len(d.list))
+	for _, name := range d.list {
+		e := fuse.DirEntry{Name: name, Mode: syscall.S_IFDIR}
+		if img, ok := d.images[name]; ok {
+			e.Ino = imageIno(n.child(name), img)
+		} else {
+			e.Ino = nameIno(n.child(name))
+		}
+		list = append(list, e)
+	}
+	return gofs.NewListDirStream(list), 0
+}
+
+func (n *nameNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	d := n.fs.tree().find(n.path)
+	if d == nil {
+		dirAttr(&out.Attr, time.Time{}, 2)
+	} else {
+		dirAttr(&out.Attr, d.mtime, 2+d.subdirs())
+	}
+	out.SetTimeout(n.fs.opts.NameTimeout)
+	return 0
+}
+
+// Statfs reports a read-only filesystem with nothing free.
+func (n *nameNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	out.Bsize = 4096
+	out.Frsize = 4096
+	out.NameLen = 255
+	return 0
+}

@@ -1,0 +1,245 @@
+// Package mount is the life of an imgfs mount: options, mounting (directly as root, else
+// through fusermount3), serving until unmounted or signalled, unmounting, clean-up of a
+// stale mount left by a killed daemon, and running as a daemon that reports back once the
+// mount serves.
+package mount
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"log"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// FSType is the filesystem type of an imgfs mount, as /proc/self/mountinfo shows it.
+const FSType = "fuse.imgfs"
+
+// ErrMounted is returned by Mount when imgfs is already mounted there (and serving).
+var ErrMounted = errors.New("imgfs is already mounted there")
+
+// Options say how to mount.
+type Options struct {
+	// AllowOther lets users other than the mounter in (allow_other), with the kernel
+	// checking permissions (default_permissions). Needs root or user_allow_other in
+	// /etc/fuse.conf.
+	AllowOther bool
+	// Debug logs every FUSE request to stderr.
+	Debug bool
+	// Go is the go-fuse options of the tree (timeouts, root attributes); nil for defaults.
+	Go *gofs.Options
+}
+
+// Server is a mounted imgfs.
+type Server struct {
+	dir string
+	srv *fuse.Server
+}
+
+// Mount mounts root at dir, read-only, nosuid, nodev, and serves it. A stale imgfs mount
+// at dir (its daemon killed) is unmounted first; a live one is ErrMounted.
+func Mount(dir string, root gofs.InodeEmbedder, opts Options) (*Server, error) {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := CleanStale(dir); err != nil {
+		return nil, err
+	}
+	if fstype, ok := MountedType(dir); ok && fstype == FSType {
+		return nil, fmt.Errorf("%s: %w", dir, ErrMounted)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return nil, fmt.Errorf("mount point: %w", err)
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("mount point %s is not a directory", dir)
+	}
+	o := gofs.Options{}
+	if opts.Go != nil {
+		o = *opts.Go
+	}
+	o.MountOptions = fuse.MountOptions{
+		FsName:  "imgfs",
+		Name:    "imgfs",
+		Options: []string{"ro", "nosuid", "nodev"},
+		Debug:   opts.Debug,
+		// The kernel may cache file data across opens (FOPEN_KEEP_CACHE): images never change.
+		MaxReadAhead: 1 << 20,
+	}
+	if opts.AllowOther {
+		o.MountOptions.AllowOther = true
+		o.MountOptions.Options = append(o.MountOptions.Options, "default_permissions")
+	}
+	if os.Geteuid() == 0 {
+		// mount(2) ourselves: no fusermount3 needed. It falls back to fusermount3.
+		o.MountOptions.DirectMount = true
+		o.MountOptions.DirectMountFlags = syscall.MS_RDONLY | syscall.MS_NOSUID | syscall.MS_NODEV
+	} else if _, err := exec.LookPath("fusermount3"); err != nil {
+		return nil, errors.New("fusermount3 not found: install the fuse3 package")
+	}
+	if opts.Debug {
+		o.MountOptions.Logger = log.New(os.Stderr, "fuse: ", log.LstdFlags)
+	}
+	srv, err := gofs.Mount(dir, root, &o)
+	if err != nil {
+		return nil, fmt.Errorf("mounting %s: %w", dir, err)
+	}
+	return &Server{dir: dir, srv: srv}, nil
+}
+
+// Dir is the mount point.
+func (s *Server) Dir() string { return s.dir }
+
+// Wait returns once the filesystem is unmounted (by Unmount, umount or fusermount3 -u).
+func (s *Server) Wait() { s.srv.Wait() }
+
+// Unmount unmounts the filesystem. If it is busy (files open in it), it is detached
+// (lazy unmount): gone from the tree now, served until the last file closes.
+func (s *Server) Unmount() error {
+	if err := s.srv.Unmount(); err != nil {
+		if lerr := lazyUnmount(s.dir); lerr != nil {
+			return fmt.Errorf("unmounting %s: %v (lazy: %v)", s.dir, err, lerr)
+		}
+	}
+	return nil
+}
+
+// Serve serves until the filesystem is unmounted from outside, or SIGTERM, SIGINT or
+// SIGHUP asks to stop, in which case it unmounts. It returns nil once unmounted.
+func (s *Server) Serve() error {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	done := make(chan struct{})
+	go func() {
+		s.srv.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-sigs:
+		if err := s.Unmount(); err != nil {
+			return err
+		}
+		<-done
+		return nil
+	}
+}
+
+// Unmount unmounts the FUSE filesystem at dir, which need not be ours to serve: as root
+// with umount(2), else with fusermount3 -u.
+func Unmount(dir string) error {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	fstype, ok := MountedType(dir)
+	if !ok {
+		return fmt.Errorf("%s is not mounted", dir)
+	}
+	if !strings.HasPrefix(fstype, "fuse") {
+		return fmt.Errorf("%s is a %s mount, not imgfs's", dir, fstype)
+	}
+	if os.Geteuid() == 0 {
+		if err := syscall.Unmount(dir, 0); err != nil {
+			return fmt.Errorf("unmounting %s: %w", dir, err)
+		}
+		return nil
+	}
+	out, err := exec.Command("fusermount3", "-u", dir).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("fusermount3 -u %s: %v: %s", dir, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// CleanStale unmounts (lazily) a FUSE mount at dir whose server is gone, which stat shows
+// as ENOTCONN ("transport endpoint is not connected"). It reports whether there was one.
+func CleanStale(dir string) (bool, error) {
+	var st syscall.Stat_t
+	err := syscall.Stat(dir, &st)
+	if !errors.Is(err, syscall.ENOTCONN) {
+		return false, nil
+	}
+	if err := lazyUnmount(dir); err != nil {
+		return true, fmt.Errorf("cleaning up the stale mount at %s: %w", dir, err)
+	}
+	return true, nil
+}
+
+func lazyUnmount(dir string) error {
+	if os.Geteuid() == 0 {
+		return syscall.Unmount(dir, syscall.MNT_DETACH)
+	}
+	out, err := exec.Command("fusermount3", "-uz", dir).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("fusermount3 -uz: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// MountedType returns the filesystem type of the mount at dir (the topmost, if several
+// are stacked), from /proc/self/mountinfo.
+func MountedType(dir string) (string, bool) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return "", false
+	}
+	defer f.Close()
+	var fstype string
+	found := false
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		// id parent major:minor root mountpoint options [optional...] - fstype source super
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 || unescapeMountinfo(fields[4]) != dir {
+			continue
+		}
+		for i, fld := range fields {
+			if fld == "-" && i+1 < len(fields) {
+				fstype, found = fields[i+1], true
+				break
+			}
+		}
+	}
+	return fstype, found
+}
+
+// unescapeMountinfo undoes the octal escapes (\040 for space) of mountinfo paths.
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+4 <= len(s) {
+			var v byte
+			ok := true
+			for _, c := range []byte(s[i+1 : i+4]) {
+				if c < '0' || c > '7' {
+					ok = false
+					break
+				}
+				v = v*8 + (c - '0')
+			}
+			if ok {
+				b.WriteByte(v)
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}

@@ -1,0 +1,145 @@
+package tests
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/imgfs/imgfs/store"
+)
+
+// newStore makes a store with one small image, test/one:latest.
+func newStore(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "store")
+	s, err := store.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := writeImage(s, "test/one", []entry{file("one.txt", 0o644, "one\n")}); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func TestUmount(t *testing.T) {
+	st := newStore(t)
+	mnt, pid := mountStore(t, st)
+	if got := ok(t, mnt, "cat", "test/one/latest/layers/0/one.txt"); got != "one\n" {
+		t.Fatalf("cat: %q", got)
+	}
+	// A second mount at the same place is refused.
+	if r := imgfs(t, st, "mount", mnt); r.code != 1 || !strings.Contains(r.stderr, "already mounted") {
+		t.Errorf("mounting twice: %+v", r)
+	}
+	imgfsOK(t, st, "umount", mnt)
+	if typ := mountType(mnt); typ != "" {
+		t.Errorf("still mounted (%s) after imgfs umount", typ)
+	}
+	if !waitFor(5*time.Second, func() bool { return !alive(pid) }) {
+		t.Errorf("daemon %d still running after imgfs umount", pid)
+	}
+	if r := imgfs(t, st, "umount", mnt); r.code != 1 || !strings.Contains(r.stderr, "not mounted") {
+		t.Errorf("umount of what is not mounted: %+v", r)
+	}
+	// The daemon logged where it was mounted and that it is done.
+	log, _ := os.ReadFile(filepath.Join(st, ".imgfs", "mount.log"))
+	if !strings.Contains(string(log), "msg=mounted") || !strings.Contains(string(log), "msg=unmounted") {
+		t.Errorf("mount.log: %q", log)
+	}
+}
+
+func TestMountErrors(t *testing.T) {
+	st := newStore(t)
+	for _, c := range []struct{ mnt, want string }{
+		{filepath.Join(t.TempDir(), "nope"), "no such file"},
+		{filepath.Join(st, "index.json"), "not a directory"},
+	} {
+		r := imgfs(t, st, "mount", c.mnt)
+		if r.code != 1 || !strings.Contains(r.stderr, c.want) {
+			t.Errorf("mount at %s: %+v, want exit 1 and %q", c.mnt, r, c.want)
+		}
+	}
+	if r := imgfs(t, st, "mount"); r.code != 2 {
+		t.Errorf("mount without a mount point: %+v", r)
+	}
+}
+
+func TestSignals(t *testing.T) {
+	st := newStore(t)
+	mnt, pid := mountStore(t, st)
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if !waitFor(5*time.Second, func() bool { return mountType(mnt) == "" && !alive(pid) }) {
+		t.Fatalf("after SIGTERM: mounted as %q, daemon alive %v", mountType(mnt), alive(pid))
+	}
+
+	// A daemon killed leaves a dead mount, which the next imgfs mount cleans up.
+	pid = mountAt(t, st, mnt)
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	var stat syscall.Stat_t
+	if !waitFor(5*time.Second, func() bool { return errors.Is(syscall.Stat(mnt, &stat), syscall.ENOTCONN) }) {
+		t.Fatalf("after kill -9, stat of the mount point: %v", syscall.Stat(mnt, &stat))
+	}
+	mountAt(t, st, mnt)
+	if got := ok(t, mnt, "cat", "test/one/latest/layers/0/one.txt"); got != "one\n" {
+		t.Errorf("cat after remounting: %q", got)
+	}
+}
+
+func TestStoreChanges(t *testing.T) {
+	st := newStore(t)
+	mnt, _ := mountStore(t, st)
+	s, err := store.Open(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok(t, mnt, "ls", "test/one/latest") // looked at, so the kernel has it cached
+
+	// An image imported while mounted shows.
+	two := []entry{file("two.txt", 0o644, strings.Repeat("two\n", 50000))}
+	if _, err := writeImage(s, "test/two:v1", two); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if !waitFor(2*time.Second, func() bool { return runIn(t, mnt, "ls", "test").stdout == "one\ntwo\n" }) {
+		t.Fatalf("test/two not listed 2 s after import: %q", runIn(t, mnt, "ls", "test").stdout)
+	}
+	t.Logf("import showed after %v", time.Since(start))
+
+	// A file open when its image is removed reads on; the image goes.
+	fh, err := os.Open(filepath.Join(mnt, "test/two/v1/layers/0/two.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	head := make([]byte, 8)
+	if _, err := io.ReadFull(fh, head); err != nil {
+		t.Fatal(err)
+	}
+	imgfsOK(t, st, "rm", "test/two:v1")
+	start = time.Now()
+	if !waitFor(2*time.Second, func() bool {
+		_, err := os.Stat(filepath.Join(mnt, "test/two"))
+		return errors.Is(err, os.ErrNotExist) && runIn(t, mnt, "ls", "test").stdout == "one\n"
+	}) {
+		t.Fatalf("test/two still there 2 s after rm: %q", runIn(t, mnt, "ls", "test").stdout)
+	}
+	t.Logf("rm showed after %v", time.Since(start))
+	rest, err := io.ReadAll(fh)
+	if err != nil {
+		t.Fatalf("reading on after rm: %v", err)
+	}
+	if got := append(head, rest...); !bytes.Equal(got, two[0].body) {
+		t.Errorf("read %d bytes after rm, want %d", len(got), len(two[0].body))
+	}
+}
