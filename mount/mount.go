@@ -40,8 +40,9 @@ type Options struct {
 
 // Server is a mounted imgfs.
 type Server struct {
-	dir string
-	srv *fuse.Server
+	dir  string
+	srv  *fuse.Server
+	sigs chan os.Signal // SIGTERM, SIGINT, SIGHUP, caught from before the mount is made
 }
 
 // Mount mounts root at dir, read-only, nosuid, nodev, and serves it. A stale imgfs mount
@@ -90,11 +91,16 @@ func Mount(dir string, root gofs.InodeEmbedder, opts Options) (*Server, error) {
 	if opts.Debug {
 		o.MountOptions.Logger = log.New(os.Stderr, "fuse: ", log.LstdFlags)
 	}
+	// Catch the stop signals before the mount exists: one arriving in between would kill
+	// the process and leave a dead mount behind.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	srv, err := gofs.Mount(dir, root, &o)
 	if err != nil {
+		signal.Stop(sigs)
 		return nil, fmt.Errorf("mounting %s: %w", dir, err)
 	}
-	return &Server{dir: dir, srv: srv}, nil
+	return &Server{dir: dir, srv: srv, sigs: sigs}, nil
 }
 
 // Dir is the mount point.
@@ -117,8 +123,7 @@ func (s *Server) Unmount() error {
 // Serve serves until the filesystem is unmounted from outside, or SIGTERM, SIGINT or
 // SIGHUP asks to stop, in which case it unmounts. It returns nil once unmounted.
 func (s *Server) Serve() error {
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	sigs := s.sigs
 	defer signal.Stop(sigs)
 	done := make(chan struct{})
 	go func() {
