@@ -43,6 +43,9 @@ func Build(blob io.Reader, opts BuildOptions) (*Index, error) {
 	if span <= 0 {
 		span = DefaultSpanSize
 	}
+	if span > MaxSpanSize {
+		return nil, fmt.Errorf("layerindex: span size %d is over the maximum %d", span, MaxSpanSize)
+	}
 	alg := digest.SHA256
 	if opts.Digest != "" {
 		if err := opts.Digest.Validate(); err != nil {

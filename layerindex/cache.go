@@ -2,6 +2,7 @@ package layerindex
 
 import (
 	"container/list"
+	"errors"
 	"runtime"
 	"sync"
 
@@ -28,7 +29,8 @@ type Cache struct {
 
 type spanKey struct {
 	blob       digest.Digest
-	start, end int64 // an index with another SpanSize cuts the stream elsewhere
+	start, end int64  // an index with another SpanSize cuts the stream elsewhere
+	crc        uint32 // and a span is served only to an index that vouches for its bytes
 }
 
 type cached struct {
@@ -37,6 +39,10 @@ type cached struct {
 	elem *list.Element // nil while the span is being decoded
 	done chan struct{} // closed once data or err is set
 	err  error
+
+	// passed is the span, decoded by another decoder on its way further while this one
+	// was pending: the pending decoder takes it rather than decode the span again.
+	passed []byte
 }
 
 // NewCache returns a cache holding up to maxBytes of decoded spans (at least the most
@@ -69,30 +75,50 @@ func (c *Cache) get(key spanKey, fill func() ([]byte, error)) ([]byte, error) {
 	c.items[key] = e
 	c.mu.Unlock()
 
-	data, err := fill()
-	c.mu.Lock()
-	e.data, e.err = data, err
-	if err != nil {
-		delete(c.items, key)
-	} else {
-		c.insertLocked(e)
-	}
-	c.mu.Unlock()
-	close(e.done)
+	// The entry is finished whatever fill does, panics included: a pending entry left
+	// behind would hang every later reader of the span.
+	data, err := []byte(nil), errFillPanicked
+	defer func() {
+		c.mu.Lock()
+		e.data, e.err, e.passed = data, err, nil
+		if err != nil {
+			delete(c.items, key)
+		} else {
+			c.insertLocked(e)
+		}
+		c.mu.Unlock()
+		close(e.done)
+	}()
+	data, err = fill()
 	return data, err
 }
+
+var errFillPanicked = errors.New("layerindex: decoding the span panicked")
 
 // put adds a span decoded on the way to another one, unless it is already there or on its way.
 func (c *Cache) put(key spanKey, data []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, ok := c.items[key]; ok {
+	if e, ok := c.items[key]; ok {
+		if e.elem == nil && e.passed == nil {
+			e.passed = data
+		}
 		return
 	}
 	e := &cached{key: key, data: data, done: make(chan struct{})}
 	close(e.done)
 	c.items[key] = e
 	c.insertLocked(e)
+}
+
+// passed returns a pending span's bytes that another decoder produced on its way.
+func (c *Cache) passed(key spanKey) []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.items[key]; ok {
+		return e.passed
+	}
+	return nil
 }
 
 // has reports whether the span is cached or being decoded.

@@ -129,14 +129,32 @@ type Checkpoint struct {
 	CRCs []uint32
 }
 
+// MaxSpanSize bounds SpanSize: a span is decoded into memory whole (up to two SpanSizes),
+// so an index, which may come from anywhere, must not ask for more.
+const MaxSpanSize = 64 << 20
+
 // pieces splits an interval of the uncompressed stream into the spans a Reader decodes
-// and caches, calling f with each span's bounds.
+// and caches, calling f with each span's bounds: the whole interval when it is at most two
+// SpanSizes long, else SpanSize pieces with a shorter last one.
 func pieces(start, end, spanSize int64, f func(s, e int64)) {
-	if end-start <= 2*spanSize {
+	if end-start-spanSize <= spanSize {
 		f(start, end)
 		return
 	}
-	for s := start; s < end; s += spanSize {
-		f(s, min(s+spanSize, end))
+	for s := start; s < end; {
+		e := end
+		if end-s > spanSize {
+			e = s + spanSize
+		}
+		f(s, e)
+		s = e
 	}
+}
+
+// pieceCount is how many spans pieces makes of an interval of length n >= 0.
+func pieceCount(n, spanSize int64) int64 {
+	if n-spanSize <= spanSize {
+		return 1
+	}
+	return (n-1)/spanSize + 1
 }

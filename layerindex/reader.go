@@ -23,16 +23,19 @@ type Reader struct {
 
 	seqMu    sync.Mutex // held while decoding a span that is not at a checkpoint
 	mu       sync.Mutex
-	parked   *spanDecoder // a decoder stopped at the start of span parked.next, for sequential reads
-	lastSpan int          // the span where the previous read ended
+	parked   *spanDecoder   // a decoder stopped at the start of span parked.next, for sequential reads
+	lastSpan int            // the span where the previous read ended
+	closed   bool           // Close was called: start no read-ahead, park nothing
+	ahead    sync.WaitGroup // read-ahead goroutines in flight
 }
 
 // span is a unit of decoding and caching: a checkpoint interval, or a SpanSize piece of a
 // long one (a single-frame zstd layer has one interval over the whole stream).
 type span struct {
 	start, end int64
-	cp         int // the checkpoint whose interval holds this span
-	piece      int // which span of that interval, for its CRC
+	cp         int  // the checkpoint whose interval holds this span
+	piece      int  // which span of that interval, for its CRC
+	split      bool // the interval has other spans: one decoder goes through them in order
 }
 
 // spanDecoder is an uncompressed stream positioned at the start of span next.
@@ -45,6 +48,11 @@ type spanDecoder struct {
 // NewReader returns a reader over the uncompressed stream of the blob that ix describes.
 func NewReader(blob io.ReaderAt, ix *Index, cache *Cache) (*Reader, error) {
 	r := &Reader{blob: blob, ix: ix, cache: cache, lastSpan: -2}
+	// An index is checksummed, not authenticated: its numbers are checked before any is
+	// used to size a slice or a loop.
+	if ix.Size < 0 || ix.BlobSize < 0 {
+		return nil, fmt.Errorf("layer %s: index has negative sizes", ix.BlobDigest)
+	}
 	if ix.Compression == Uncompressed {
 		if ix.Size != ix.BlobSize {
 			return nil, fmt.Errorf("layer %s: index says %d bytes uncompressed in a %d-byte plain blob", ix.BlobDigest, ix.Size, ix.BlobSize)
@@ -56,28 +64,29 @@ func NewReader(blob io.ReaderAt, ix *Index, cache *Cache) (*Reader, error) {
 		return nil, fmt.Errorf("layer %s: index has no checkpoint at the start", ix.BlobDigest)
 	}
 	step := ix.SpanSize
-	if step <= 0 {
-		step = DefaultSpanSize
+	if step <= 0 || step > MaxSpanSize {
+		return nil, fmt.Errorf("layer %s: index has span size %d", ix.BlobDigest, step)
 	}
 	for k, cp := range cps {
 		end := ix.Size
 		if k+1 < len(cps) {
 			end = cps[k+1].Out
 		}
-		if end < cp.Out || cp.In < 0 || cp.In > ix.BlobSize || cp.Bit > 7 {
+		if cp.Out < 0 || end < cp.Out || end > ix.Size || cp.In < 0 || cp.In > ix.BlobSize || cp.Bit > 7 {
 			return nil, fmt.Errorf("layer %s: checkpoint %d is out of order or out of range", ix.BlobDigest, k)
 		}
 		if end == cp.Out {
 			continue // an empty stream
 		}
+		n := pieceCount(end-cp.Out, step)
+		if n != int64(len(cp.CRCs)) {
+			return nil, fmt.Errorf("layer %s: checkpoint %d has %d checksums for %d spans", ix.BlobDigest, k, len(cp.CRCs), n)
+		}
 		j := 0
 		pieces(cp.Out, end, step, func(s, e int64) {
-			r.spans = append(r.spans, span{start: s, end: e, cp: k, piece: j})
+			r.spans = append(r.spans, span{start: s, end: e, cp: k, piece: j, split: n > 1})
 			j++
 		})
-		if j != len(cp.CRCs) {
-			return nil, fmt.Errorf("layer %s: checkpoint %d has %d checksums for %d spans", ix.BlobDigest, k, len(cp.CRCs), j)
-		}
 	}
 	return r, nil
 }
@@ -101,8 +110,11 @@ func (r *Reader) ReadAt(p []byte, off int64) (int, error) {
 	var err error
 	if r.ix.Compression == Uncompressed {
 		n, err = r.blob.ReadAt(want, off)
-		if err == io.EOF && n == len(want) {
+		if err == io.EOF {
 			err = nil
+			if n < len(want) {
+				err = fmt.Errorf("layer %s: blob ends at byte %d, the index says %d: %w", r.ix.BlobDigest, off+int64(n), r.ix.Size, io.ErrUnexpectedEOF)
+			}
 		}
 	} else {
 		n, err = r.readSpans(want, off)
@@ -141,7 +153,8 @@ func (r *Reader) readSpans(p []byte, off int64) (int, error) {
 }
 
 func (r *Reader) key(i int) spanKey {
-	return spanKey{r.ix.BlobDigest, r.spans[i].start, r.spans[i].end}
+	s := r.spans[i]
+	return spanKey{r.ix.BlobDigest, s.start, s.end, r.ix.Checkpoints[s.cp].CRCs[s.piece]}
 }
 
 func (r *Reader) span(i int) ([]byte, error) {
@@ -149,11 +162,14 @@ func (r *Reader) span(i int) ([]byte, error) {
 }
 
 // readAhead decodes the spans after a sequential read in the background: as many at once as
-// the cache allows decoders, or one where every span must be decoded from the same restart
-// point (only the parked decoder can go on from there cheaply).
+// the cache has decoders and room for, or one where spans are pieces of one interval (only
+// the parked decoder goes on from there cheaply; a second one would start at the checkpoint).
 func (r *Reader) readAhead(from int) {
-	depth := cap(r.cache.decoders)
-	if r.ix.Sequential {
+	if from >= len(r.spans) {
+		return
+	}
+	depth := min(cap(r.cache.decoders), max(1, int(r.cache.max/(4*r.ix.SpanSize))))
+	if r.ix.Sequential || r.spans[from].piece > 0 {
 		depth = 1
 	}
 	for i := from; i < len(r.spans) && i < from+depth; i++ {
@@ -165,8 +181,16 @@ func (r *Reader) readAhead(from int) {
 		default:
 			return // every decoder is busy: the reader will decode what it needs itself
 		}
+		r.mu.Lock()
+		if r.closed {
+			r.mu.Unlock()
+			<-r.cache.decoders
+			return
+		}
+		r.ahead.Add(1)
+		r.mu.Unlock()
 		go func(i int) {
-			defer func() { <-r.cache.decoders }()
+			defer func() { <-r.cache.decoders; r.ahead.Done() }()
 			r.span(i) // an error shows again when a reader asks for the span
 		}(i)
 	}
@@ -177,11 +201,15 @@ func (r *Reader) readAhead(from int) {
 // on the way.
 func (r *Reader) decode(i int) ([]byte, error) {
 	first := i - r.spans[i].piece // the span at the checkpoint
-	if first < i {
-		// Spans far from their checkpoint are decoded in order by one decoder: a second one
+	if r.spans[i].split {
+		// The spans of a long interval are decoded in order by one decoder: a second one
 		// would start again from the checkpoint.
 		r.seqMu.Lock()
 		defer r.seqMu.Unlock()
+		// The decoder ahead of us may have passed this span while we waited.
+		if data := r.cache.passed(r.key(i)); data != nil {
+			return data, nil
+		}
 	}
 	r.mu.Lock()
 	d := r.parked
@@ -231,6 +259,11 @@ func (r *Reader) park(d *spanDecoder) {
 		return
 	}
 	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		d.close()
+		return
+	}
 	old := r.parked
 	r.parked = d
 	r.mu.Unlock()
@@ -270,8 +303,13 @@ func (r *Reader) checkpointError(k int, err error) error {
 	return fmt.Errorf("layer %s: resuming at blob byte %d: %w", r.ix.BlobDigest, r.ix.Checkpoints[k].In, err)
 }
 
-// Close releases the parked decoder.
+// Close waits for the read-ahead in flight and releases the parked decoder. The blob is
+// not read after Close returns.
 func (r *Reader) Close() error {
+	r.mu.Lock()
+	r.closed = true
+	r.mu.Unlock()
+	r.ahead.Wait()
 	r.mu.Lock()
 	d := r.parked
 	r.parked = nil

@@ -70,9 +70,10 @@ func (f *frameReader) Next() (int64, error) {
 			return 0, err
 		}
 		magic := binary.LittleEndian.Uint32(m[:])
+		// Past the magic, the end of the input is a truncated frame, not the end of the stream.
 		if magic&zstdSkippableMask == zstdSkippableMagic {
 			if err := f.readFull(m[:]); err != nil {
-				return 0, err
+				return 0, errTrunc(err, f.off)
 			}
 			n := int64(binary.LittleEndian.Uint32(m[:]))
 			d, err := f.r.Discard(int(n))
@@ -87,7 +88,7 @@ func (f *frameReader) Next() (int64, error) {
 		}
 		var fhd [1]byte
 		if err := f.readFull(fhd[:]); err != nil {
-			return 0, err
+			return 0, errTrunc(err, f.off)
 		}
 		d := fhd[0]
 		if d&0x08 != 0 {
@@ -106,7 +107,7 @@ func (f *frameReader) Next() (int64, error) {
 		copy(hdr, m[:])
 		hdr[4] = d
 		if err := f.readFull(hdr[5:]); err != nil {
-			return 0, err
+			return 0, errTrunc(err, f.off)
 		}
 		f.start, f.hdr, f.pending, f.last, f.crc, f.done = start, hdr, 0, false, d&0x04 != 0, false
 		return start, nil

@@ -1,0 +1,163 @@
+package layerindex
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"math"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/opencontainers/go-digest"
+)
+
+// An index is checksummed, not authenticated: NewReader must refuse numbers that would size
+// a slice or a loop beyond reason, quickly.
+func TestHostileIndex(t *testing.T) {
+	idx := func(size, span int64, crcs int, out int64) *Index {
+		return &Index{BlobDigest: digest.FromString("x"), Compression: Gzip, BlobSize: 100, Size: size, SpanSize: span,
+			Checkpoints: []Checkpoint{{Out: out, Member: true, CRCs: make([]uint32, crcs)}}}
+	}
+	for name, ix := range map[string]*Index{
+		"negative size":           idx(-5, DefaultSpanSize, 1, 0),
+		"span size 0":             idx(1<<20, 0, 1, 0),
+		"span size huge":          idx(1<<50, 1<<50, 1, 0),
+		"too few checksums":       idx(1<<40, 1, 0, 0),
+		"checkpoint past the end": idx(1<<20, DefaultSpanSize, 1, 1<<30),
+		"negative checkpoint":     idx(1<<20, DefaultSpanSize, 1, -1),
+	} {
+		start := time.Now()
+		if _, err := NewReader(bytes.NewReader(nil), ix, NewCache(0)); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+		if d := time.Since(start); d > 100*time.Millisecond {
+			t.Errorf("%s: refusing took %v", name, d)
+		}
+	}
+	// pieces never overflows, however near the top of int64, and agrees with pieceCount.
+	for _, c := range [][3]int64{{math.MaxInt64 - 100, math.MaxInt64, 7}, {0, math.MaxInt64, 1 << 62}, {5, 5 + 2*MaxSpanSize + 1, MaxSpanSize}} {
+		last, n := c[0], int64(0)
+		pieces(c[0], c[1], c[2], func(s, e int64) {
+			if e <= s || s != last {
+				t.Fatalf("pieces%v: [%d, %d) after %d", c, s, e, last)
+			}
+			last, n = e, n+1
+		})
+		if last != c[1] || n != pieceCount(c[1]-c[0], c[2]) {
+			t.Errorf("pieces%v: %d pieces ending at %d, pieceCount says %d", c, n, last, pieceCount(c[1]-c[0], c[2]))
+		}
+	}
+}
+
+// A fill that panics must not leave a pending entry behind for later readers to wait on.
+func TestCachePanickingFill(t *testing.T) {
+	c := NewCache(0)
+	key := spanKey{blob: digest.FromString("x")}
+	func() {
+		defer func() { recover() }()
+		c.get(key, func() ([]byte, error) { panic("boom") })
+	}()
+	done := make(chan []byte)
+	go func() {
+		b, _ := c.get(key, func() ([]byte, error) { return []byte("ok"), nil })
+		done <- b
+	}()
+	select {
+	case b := <-done:
+		if string(b) != "ok" {
+			t.Errorf("got %q", b)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a reader hangs on the entry of a fill that panicked")
+	}
+}
+
+type countingAt struct {
+	r      io.ReaderAt
+	starts atomic.Int64 // reads at offset 0: decoders opened at the start of the stream
+}
+
+func (c *countingAt) ReadAt(p []byte, off int64) (int, error) {
+	if off == 0 {
+		c.starts.Add(1)
+	}
+	return c.r.ReadAt(p, off)
+}
+
+// Pairs of concurrent reads over a single-frame zstd layer, as the kernel's read-ahead sends
+// them through FUSE: one decoder goes through the stream once; no span is decoded twice.
+func TestSequentialLayerDecodedOnce(t *testing.T) {
+	data := goTar(t)
+	enc, _ := zstd.NewWriter(nil)
+	blob := enc.EncodeAll(data, nil)
+	enc.Close()
+	ix := build(t, blob, 64<<10)
+	if !ix.Sequential {
+		t.Fatal("a single-frame zstd layer is not marked sequential")
+	}
+	ca := &countingAt{r: bytes.NewReader(blob)}
+	r, err := NewReader(ca, ix, NewCache(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	const chunk = 128 << 10
+	for off := int64(0); off < int64(len(data)); off += 2 * chunk {
+		var wg sync.WaitGroup
+		for _, o := range []int64{off + chunk, off} {
+			wg.Add(1)
+			go func(o int64) {
+				defer wg.Done()
+				p := make([]byte, chunk)
+				n, err := r.ReadAt(p, o)
+				if err != nil && err != io.EOF || !bytes.Equal(p[:n], data[o:o+int64(n)]) {
+					t.Errorf("read at %d: %d bytes, %v", o, n, err)
+				}
+			}(o)
+		}
+		wg.Wait()
+	}
+	if n := ca.starts.Load(); n != 1 {
+		t.Errorf("%d decoders started at the beginning of the stream, want 1", n)
+	}
+}
+
+// After Close no read-ahead runs and no decoder stays parked.
+func TestCloseStopsReadAhead(t *testing.T) {
+	data := goTar(t)
+	blob := gzipLevel(t, data, 6)
+	ix := build(t, blob, 64<<10)
+	c := NewCache(0)
+	r, err := NewReader(bytes.NewReader(blob), ix, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := make([]byte, 10)
+	r.ReadAt(p, 0)
+	r.ReadAt(p, r.spans[1].start) // sequential: starts read-ahead
+	r.Close()
+	if len(c.decoders) != 0 {
+		t.Error("read-ahead still running after Close")
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.parked != nil {
+		t.Errorf("a decoder is parked after Close (at span %d)", r.parked.next)
+	}
+}
+
+// A zstd stream cut inside a frame header is truncated, not complete.
+func TestTruncatedZstdFrameHeader(t *testing.T) {
+	blob := zstdCLI(t, goTar(t))
+	for _, tail := range [][]byte{{0x28, 0xb5, 0x2f, 0xfd}, {0x28, 0xb5, 0x2f, 0xfd, 0x00}, {0x50, 0x2a, 0x4d, 0x18}} {
+		b := append(bytes.Clone(blob), tail...)
+		_, err := Build(bytes.NewReader(b), BuildOptions{})
+		if !errors.Is(err, io.ErrUnexpectedEOF) || !strings.Contains(err.Error(), "truncated") {
+			t.Errorf("tail % x: %v, want a truncation error", tail, err)
+		}
+	}
+}

@@ -1,0 +1,553 @@
+// Package overlay merges the tables of contents of an image's layers into the tree that an
+// image's rootfs/ shows: layers applied bottom to top, later entries winning, whiteouts and
+// opaque directories done, hard links resolved. It works on layerindex.Index values only.
+//
+// The rules are those of the OCI image layer specification, with docker's extractor as the
+// reference where the specification is silent:
+//
+//   - Names are cleaned: leading "/" and "./" stripped, path.Clean'ed, and a name that would
+//     climb out of the root ("../x", "a/../../b") is cleaned into it ("x", "b"). A name that
+//     cleans to the root gives the root its attributes if it is a directory.
+//   - A later entry for a path replaces an earlier one, in the same layer or a higher one. A
+//     directory over a directory only updates its attributes; a non-directory over a
+//     directory removes the directory and everything below it; a directory over a
+//     non-directory is a fresh, empty directory.
+//   - Directories implied by a path (including the parents of whiteouts) but never given an
+//     entry are synthetic: mode 0755, uid/gid 0, mtime the Unix epoch. A path component that
+//     is a non-directory (a file, a symlink: symlinks are never followed) is replaced by a
+//     synthetic directory when a later entry needs it as a parent (not when a whiteout
+//     does: a whiteout below a non-directory does nothing).
+//   - "dir/.wh.name" removes dir/name and its subtree as the layers below give it; what the
+//     whiteout's own layer puts there stays, whether it comes before or after the whiteout
+//     in the tar (a directory of that layer kept this way loses the attributes a lower layer
+//     gave it: it becomes synthetic unless the layer has an entry for it). "dir/.wh..wh..opq"
+//     does the same to every child of dir. Other ".wh..wh." names (aufs metadata) and
+//     everything below them are ignored; no ".wh." name ever shows in the tree.
+//   - A hard link names a target (cleaned the same way) as the tree stands when the link is
+//     applied, in its own layer or a lower one. The link shows the target's entry and shares
+//     its inode. The link captures the content: if the target is later replaced or removed,
+//     the link (and any other link of its group) keeps showing what it linked to, and the
+//     group's remaining members still share one inode. A link to a missing path or to a
+//     directory is dropped.
+//
+// Entries dropped as malformed (empty names, names with NUL, bad hard links, a non-directory
+// named as the root, ".wh." used as a directory, unknown tar types) are counted by Dropped.
+package overlay
+
+import (
+	"archive/tar"
+	"fmt"
+	"math"
+	"path"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/imgfs/imgfs/layerindex"
+)
+
+// Node is a node of a Tree: an index in [0, Len()).
+type Node uint32
+
+// Root is the root directory.
+const Root Node = 0
+
+// noKids marks a non-directory in node.kids.
+const noKids = ^uint32(0)
+
+// node is 48 bytes. A directory's children are consecutive nodes (kids .. kids+nkids-1),
+// sorted by name: the tree is numbered breadth first.
+type node struct {
+	name   string // a substring of an Entry's name (or of its cleaned form)
+	parent Node
+	layer  int32  // layer of the entry shown; -1 for a synthetic directory
+	entry  uint32 // index in layers[layer].Entries
+	kids   uint32 // first child; noKids for non-directories
+	nkids  uint32
+	inode  Node
+	nlink  uint32
+}
+
+// Tree is the merged filesystem of an image: layers applied bottom to top, whiteouts done.
+// It is immutable and safe for concurrent use. It refers to the layers' entries (names
+// included) rather than copying them, so the layers must not be modified while it is in use.
+type Tree struct {
+	layers  []*layerindex.Index
+	nodes   []node
+	ids     []Node // ids[i] == i: what Children slices
+	dropped int
+	synth   layerindex.Entry
+}
+
+// Len returns the number of nodes.
+func (t *Tree) Len() int { return len(t.nodes) }
+
+// Dropped returns the number of entries left out of the tree as malformed.
+func (t *Tree) Dropped() int { return t.dropped }
+
+// IsDir reports whether n is a directory.
+func (t *Tree) IsDir(n Node) bool { return t.nodes[n].kids != noKids }
+
+// Lookup returns the child of dir called name.
+func (t *Tree) Lookup(dir Node, name string) (Node, bool) {
+	d := &t.nodes[dir]
+	if d.kids == noKids {
+		return 0, false
+	}
+	lo, hi := d.kids, d.kids+d.nkids
+	for lo < hi {
+		m := lo + (hi-lo)/2
+		if t.nodes[m].name < name {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	if lo < d.kids+d.nkids && t.nodes[lo].name == name {
+		return Node(lo), true
+	}
+	return 0, false
+}
+
+// Children returns dir's children sorted by name (byte order), nil if dir is not a
+// directory. The slice is shared: it must not be modified.
+func (t *Tree) Children(dir Node) []Node {
+	d := &t.nodes[dir]
+	if d.kids == noKids {
+		return nil
+	}
+	return t.ids[d.kids : d.kids+d.nkids : d.kids+d.nkids]
+}
+
+// Name returns n's base name, "" for the root.
+func (t *Tree) Name(n Node) string { return t.nodes[n].name }
+
+// Parent returns n's parent directory; the root is its own parent.
+func (t *Tree) Parent(n Node) Node { return t.nodes[n].parent }
+
+// Entry returns the layer and the entry whose attributes and data n shows. For a hard
+// link it is the entry the link's target showed when the link was applied (a regular file,
+// a symlink, ...), never the link's own entry. For a directory without an entry of its own
+// (implied by a path, or the root when no layer has "./"), it is (-1, e) with e a synthetic
+// directory entry: Type '5', Mode 0755, uid/gid 0, ModTime the Unix epoch, Name "". The
+// entry is shared and must not be modified; its Name is as the tar gave it: use Path.
+func (t *Tree) Entry(n Node) (layer int, e *layerindex.Entry) {
+	nd := &t.nodes[n]
+	if nd.layer < 0 {
+		return -1, &t.synth
+	}
+	return int(nd.layer), &t.layers[nd.layer].Entries[nd.entry]
+}
+
+// Inode returns the node whose identity n shares: for the members of a hard-link group,
+// the link target if it is still in the tree (else the group's first node); else n itself.
+func (t *Tree) Inode(n Node) Node { return t.nodes[n].inode }
+
+// Nlink returns n's link count: for a directory 2 plus the number of its child
+// directories, else the number of nodes of its hard-link group (1 if it has none).
+func (t *Tree) Nlink(n Node) uint32 { return t.nodes[n].nlink }
+
+// Path returns n's path from the root ("usr/bin/ls"; "" for the root).
+func (t *Tree) Path(n Node) string {
+	size := -1
+	for m := n; m != Root; m = t.nodes[m].parent {
+		size += len(t.nodes[m].name) + 1
+	}
+	if size <= 0 {
+		return ""
+	}
+	b := make([]byte, size)
+	end := size
+	for m := n; m != Root; m = t.nodes[m].parent {
+		name := t.nodes[m].name
+		copy(b[end-len(name):end], name)
+		end -= len(name)
+		if end > 0 {
+			end--
+			b[end] = '/'
+		}
+	}
+	return string(b)
+}
+
+// Merge builds the tree of layers, bottom layer first. It fails only on a nil layer or a
+// tree too big to number.
+func Merge(layers []*layerindex.Index) (*Tree, error) {
+	total := 0
+	for i, l := range layers {
+		if l == nil {
+			return nil, fmt.Errorf("overlay: layer %d is nil", i)
+		}
+		total += len(l.Entries)
+	}
+	// Every entry makes at most one node plus its implied parents; keep every count below
+	// what an int32 holds.
+	if total >= math.MaxInt32/64 || len(layers) >= math.MaxInt32 {
+		return nil, fmt.Errorf("overlay: %d entries in %d layers: too many", total, len(layers))
+	}
+	b := &builder{
+		nodes: make([]tnode, 1, total+total/8+16),
+		index: make(map[key]int32, total),
+	}
+	b.nodes[0] = tnode{layer: -1, own: -1, stamp: -1, grp: -1, first: -1, next: -1, dir: true}
+	for li, l := range layers {
+		b.cached = -1 // stamps are per layer
+		for ei := range l.Entries {
+			b.apply(int32(li), int32(ei), &l.Entries[ei])
+		}
+	}
+	return b.finish(layers), nil
+}
+
+// tnode is a node while merging. Removed nodes stay in their parent's child list (marked
+// dead); their descendants are merely unreachable.
+type tnode struct {
+	name   string
+	parent int32
+	layer  int32 // layer of the entry shown, -1 if synthetic
+	entry  int32
+	own    int32 // layer that gave this node its entry (or created it, if synthetic)
+	stamp  int32 // latest layer that gave an entry to this node or to one below it
+	grp    int32 // hard-link group, -1 if none
+	first  int32 // first child, -1 if none
+	next   int32 // next sibling, -1 if none
+	dir    bool
+	dead   bool
+}
+
+type key struct {
+	parent int32
+	name   string
+}
+
+// group is a hard-link group: the content its members show, and the node that was the
+// target of the first link.
+type group struct {
+	origin, layer, entry int32
+}
+
+type builder struct {
+	nodes   []tnode
+	index   map[key]int32 // live nodes by parent and name
+	groups  []group
+	dropped int
+	stack   []int32
+
+	// The directory last found by a stamping ensureDir in this layer (-1: none); reset by
+	// every removal.
+	cached    int32
+	cachedDir string
+}
+
+func (b *builder) apply(li, ei int32, e *layerindex.Entry) {
+	var isDir bool
+	switch e.Type {
+	case tar.TypeReg, tar.TypeRegA, tar.TypeCont, tar.TypeSymlink, tar.TypeChar, tar.TypeBlock, tar.TypeFifo, tar.TypeLink:
+	case tar.TypeDir:
+		isDir = true
+	case tar.TypeXGlobalHeader:
+		return // PAX global header: not a file (docker ignores it too)
+	default:
+		b.dropped++
+		return
+	}
+	if e.Name == "" || strings.IndexByte(e.Name, 0) >= 0 {
+		b.dropped++
+		return
+	}
+	p := cleanPath(e.Name)
+	if p == "" {
+		if !isDir {
+			b.dropped++
+			return
+		}
+		r := &b.nodes[0]
+		r.layer, r.entry, r.own = li, ei, li
+		return
+	}
+	dir, base := "", p
+	if i := strings.LastIndexByte(p, '/'); i >= 0 {
+		dir, base = p[:i], p[i+1:]
+	}
+	if strings.HasPrefix(dir, ".wh.") || strings.Contains(dir, "/.wh.") {
+		if !strings.HasPrefix(dir, whMeta) && !strings.Contains(dir, "/"+whMeta) {
+			b.dropped++ // a whiteout is never a directory
+		}
+		return
+	}
+	if strings.HasPrefix(base, whPrefix) {
+		switch name := base[len(whPrefix):]; {
+		case base == whOpaque:
+			d := b.ensureDir(dir, li, false)
+			if d < 0 {
+				break
+			}
+			for c := b.nodes[d].first; c >= 0; c = b.nodes[c].next {
+				if !b.nodes[c].dead {
+					b.pruneLower(c, li)
+				}
+			}
+		case strings.HasPrefix(base, whMeta):
+			// aufs metadata (.wh..wh.plnk, .wh..wh.aufs): ignored
+		case name == "" || name == "." || name == "..":
+			b.dropped++
+		default:
+			if d := b.ensureDir(dir, li, false); d < 0 {
+				break
+			} else if c, ok := b.index[key{d, name}]; ok {
+				b.pruneLower(c, li)
+			}
+		}
+		return
+	}
+
+	layer, entry, grp := li, ei, int32(-1)
+	if e.Type == tar.TypeLink {
+		target, ok := b.lookup(cleanPath(e.Linkname))
+		if !ok || b.nodes[target].dir {
+			b.dropped++
+			return
+		}
+		tn := &b.nodes[target]
+		if tn.grp < 0 {
+			tn.grp = int32(len(b.groups))
+			b.groups = append(b.groups, group{origin: target, layer: tn.layer, entry: tn.entry})
+		}
+		layer, entry, grp = tn.layer, tn.entry, tn.grp
+	}
+	d := b.ensureDir(dir, li, true)
+	if c, ok := b.index[key{d, base}]; ok {
+		n := &b.nodes[c]
+		if !n.dir || isDir {
+			n.layer, n.entry, n.own, n.stamp, n.grp, n.dir = layer, entry, li, li, grp, isDir
+			return
+		}
+		b.remove(c) // a non-directory over a directory: the subtree goes
+	}
+	c := b.add(d, base, layer, entry, li, isDir)
+	b.nodes[c].grp = grp
+}
+
+const (
+	whPrefix = ".wh."
+	whMeta   = ".wh..wh."
+	whOpaque = ".wh..wh..opq"
+)
+
+// cleanPath cleans a tar name into a path relative to the root, "" for the root itself.
+// It allocates only when the name has "//", "." or ".." components inside it.
+func cleanPath(name string) string {
+	for {
+		if strings.HasPrefix(name, "/") {
+			name = name[1:]
+		} else if strings.HasPrefix(name, "./") {
+			name = name[2:]
+		} else {
+			break
+		}
+	}
+	if name == "" {
+		return ""
+	}
+	p := path.Clean(name)
+	if p == "." {
+		return ""
+	}
+	if p == ".." || strings.HasPrefix(p, "../") {
+		p = path.Clean("/" + p)[1:]
+	}
+	return p
+}
+
+// ensureDir returns the directory at dir, creating synthetic directories for missing
+// components and replacing non-directories in the way. With stamp, every directory on the
+// way is stamped with layer li (it holds something of that layer). Without (for a
+// whiteout), a non-directory in the way is left alone and ensureDir returns -1.
+func (b *builder) ensureDir(dir string, li int32, stamp bool) int32 {
+	if dir == "" {
+		return 0
+	}
+	if stamp && b.cached >= 0 && dir == b.cachedDir {
+		return b.cached
+	}
+	cur := int32(0)
+	for rest := dir; ; {
+		name, more := rest, ""
+		if i := strings.IndexByte(rest, '/'); i >= 0 {
+			name, more = rest[:i], rest[i+1:]
+		}
+		c, ok := b.index[key{cur, name}]
+		if ok && !b.nodes[c].dir {
+			if !stamp {
+				return -1 // nothing below a non-directory to white out
+			}
+			b.remove(c)
+			ok = false
+		}
+		if !ok {
+			c = b.add(cur, name, -1, -1, li, true)
+			if !stamp {
+				b.nodes[c].stamp = -1
+			}
+		}
+		if stamp {
+			b.nodes[c].stamp = li
+		}
+		cur = c
+		if more == "" {
+			break
+		}
+		rest = more
+	}
+	if stamp {
+		b.cached, b.cachedDir = cur, dir
+	}
+	return cur
+}
+
+// lookup finds the live node at path p.
+func (b *builder) lookup(p string) (int32, bool) {
+	cur := int32(0)
+	if p == "" {
+		return cur, true
+	}
+	for rest := p; ; {
+		name, more := rest, ""
+		if i := strings.IndexByte(rest, '/'); i >= 0 {
+			name, more = rest[:i], rest[i+1:]
+		}
+		c, ok := b.index[key{cur, name}]
+		if !ok {
+			return -1, false
+		}
+		cur = c
+		if more == "" {
+			return cur, true
+		}
+		if !b.nodes[cur].dir {
+			return -1, false
+		}
+		rest = more
+	}
+}
+
+func (b *builder) add(parent int32, name string, layer, entry, li int32, dir bool) int32 {
+	id := int32(len(b.nodes))
+	b.nodes = append(b.nodes, tnode{
+		name: name, parent: parent, layer: layer, entry: entry, own: li, stamp: li,
+		grp: -1, first: -1, next: b.nodes[parent].first, dir: dir,
+	})
+	b.nodes[parent].first = id
+	b.index[key{parent, name}] = id
+	return id
+}
+
+func (b *builder) remove(id int32) {
+	n := &b.nodes[id]
+	n.dead = true
+	delete(b.index, key{n.parent, n.name})
+	b.cached = -1
+}
+
+// pruneLower removes from the subtree at id what the layers below li put there, keeping
+// what layer li itself put there (and the directories leading to it).
+func (b *builder) pruneLower(id, li int32) {
+	b.stack = append(b.stack[:0], id)
+	for len(b.stack) > 0 {
+		id := b.stack[len(b.stack)-1]
+		b.stack = b.stack[:len(b.stack)-1]
+		n := &b.nodes[id]
+		if n.stamp < li || n.own < li && !n.dir {
+			b.remove(id)
+			continue
+		}
+		if n.own < li { // a lower directory kept for what layer li put below it
+			n.layer, n.entry, n.own = -1, -1, li
+		}
+		for c := n.first; c >= 0; c = b.nodes[c].next {
+			if !b.nodes[c].dead {
+				b.stack = append(b.stack, c)
+			}
+		}
+	}
+}
+
+// finish numbers the live tree breadth first, each directory's children sorted by name.
+func (b *builder) finish(layers []*layerindex.Index) *Tree {
+	t := &Tree{
+		layers:  slices.Clone(layers),
+		dropped: b.dropped,
+		synth:   layerindex.Entry{Type: tar.TypeDir, Mode: 0o755, ModTime: time.Unix(0, 0).UTC()},
+	}
+	order := make([]int32, 1, len(b.nodes)) // temporary ids in final order
+	nodes := make([]node, 1, len(b.nodes))
+	newID := make([]int32, len(b.nodes))
+	for i := range newID {
+		newID[i] = -1
+	}
+	newID[0] = 0
+	r := &b.nodes[0]
+	nodes[0] = node{layer: r.layer, entry: uint32(r.entry)}
+	var kids []int32
+	for i := 0; i < len(order); i++ {
+		tn := &b.nodes[order[i]]
+		if !tn.dir {
+			nodes[i].kids = noKids
+			nodes[i].nlink = 1
+			continue
+		}
+		kids = kids[:0]
+		for c := tn.first; c >= 0; c = b.nodes[c].next {
+			if !b.nodes[c].dead {
+				kids = append(kids, c)
+			}
+		}
+		slices.SortFunc(kids, func(x, y int32) int { return strings.Compare(b.nodes[x].name, b.nodes[y].name) })
+		nodes[i].kids, nodes[i].nkids, nodes[i].nlink = uint32(len(order)), uint32(len(kids)), 2
+		for _, c := range kids {
+			cn := &b.nodes[c]
+			if cn.dir {
+				nodes[i].nlink++
+			}
+			id := len(order)
+			newID[c] = int32(id)
+			order = append(order, c)
+			nodes = append(nodes, node{name: cn.name, parent: Node(i), layer: cn.layer, entry: uint32(cn.entry), inode: Node(id)})
+		}
+	}
+	if len(nodes) < cap(nodes)*7/8 {
+		nodes = slices.Clone(nodes)
+	}
+
+	// Hard-link groups: count the members in the tree, pick the inode.
+	if len(b.groups) > 0 {
+		count := make([]uint32, len(b.groups))
+		rep := make([]int32, len(b.groups))
+		for g, gr := range b.groups {
+			rep[g] = -1
+			if id := newID[gr.origin]; id >= 0 && b.nodes[gr.origin].grp == int32(g) {
+				rep[g] = id
+			}
+		}
+		for id, tid := range order {
+			if g := b.nodes[tid].grp; g >= 0 {
+				count[g]++
+				if rep[g] < 0 {
+					rep[g] = int32(id) // breadth-first order: the smallest
+				}
+			}
+		}
+		for id, tid := range order {
+			if g := b.nodes[tid].grp; g >= 0 {
+				nodes[id].inode, nodes[id].nlink = Node(rep[g]), count[g]
+			}
+		}
+	}
+
+	t.nodes = nodes
+	t.ids = make([]Node, len(nodes))
+	for i := range t.ids {
+		t.ids[i] = Node(i)
+	}
+	return t
+}
