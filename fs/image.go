@@ -32,7 +32,10 @@ type image struct {
 	config   []byte
 	created  time.Time
 	layers   []*rawTree // by layer, nil until built
-	rootfs   tree
+
+	rootfsOnce sync.Once // rootfs is merged once, outside mu: indexing a layer may take a while
+	rootfs     tree
+	rootfsErr  error
 }
 
 func newImage(f *FS, img store.Image) *image {

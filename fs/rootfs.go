@@ -1,11 +1,69 @@
 package fs
 
-import "errors"
+import (
+	"fmt"
+
+	"github.com/imgfs/imgfs/layerindex"
+	"github.com/imgfs/imgfs/layerindex/overlay"
+)
 
 // rootfsAvailable says whether images have a rootfs/ (the overlay of their layers).
-// TODO(#4): layerindex/overlay.
-const rootfsAvailable = false
+const rootfsAvailable = true
 
+// rootfsTree returns the image's merged tree, built on first use from its layer indexes
+// and kept (images never change).
 func (im *image) rootfsTree() (tree, error) {
-	return nil, errors.New("rootfs: not there yet")
+	im.rootfsOnce.Do(func() {
+		ixs := make([]*layerindex.Index, len(im.img.Manifest.Layers))
+		for i := range ixs {
+			ix, err := im.layerIndex(i)
+			if err != nil {
+				im.rootfsErr = fmt.Errorf("layer %d (%s): %w", i, im.img.Manifest.Layers[i].Digest, err)
+				return
+			}
+			ixs[i] = ix
+		}
+		t, err := overlay.Merge(ixs)
+		if err != nil {
+			im.rootfsErr = err
+			return
+		}
+		if n := t.Dropped(); n > 0 {
+			im.fs.log.Warn("rootfs: tar entries left out (empty or NUL names, hard links to nothing, unknown types)",
+				"image", im.label, "count", n)
+		}
+		im.rootfs = mergedTree{t}
+	})
+	return im.rootfs, im.rootfsErr
+}
+
+// mergedTree shows an overlay.Tree through the tree interface the nodes use.
+type mergedTree struct{ t *overlay.Tree }
+
+func (m mergedTree) lookup(dir uint32, name string) (uint32, bool) {
+	n, ok := m.t.Lookup(overlay.Node(dir), name)
+	return uint32(n), ok
+}
+
+func (m mergedTree) children(dir uint32) []uint32 {
+	kids := m.t.Children(overlay.Node(dir))
+	out := make([]uint32, len(kids))
+	for i, k := range kids {
+		out[i] = uint32(k)
+	}
+	return out
+}
+
+func (m mergedTree) name(n uint32) string  { return m.t.Name(overlay.Node(n)) }
+func (m mergedTree) inode(n uint32) uint32 { return uint32(m.t.Inode(overlay.Node(n))) }
+func (m mergedTree) nlink(n uint32) uint32 { return m.t.Nlink(overlay.Node(n)) }
+
+// entry gives nil for the directories no layer describes, as rawTree does: the nodes make
+// up their attributes.
+func (m mergedTree) entry(n uint32) (int, *layerindex.Entry) {
+	layer, e := m.t.Entry(overlay.Node(n))
+	if layer < 0 {
+		return -1, nil
+	}
+	return layer, e
 }

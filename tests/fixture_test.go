@@ -91,10 +91,11 @@ func layer0() []entry {
 	}
 }
 
-// layer1 deletes, hides and changes what layer 0 has.
+// layer1 deletes, hides, changes and links to what layer 0 has.
 func layer1() []entry {
 	return []entry{
 		file(".wh.gone.txt", 0o644, ""),
+		{hdr: tar.Header{Typeflag: tar.TypeLink, Name: "bin/tool3", Linkname: "bin/tool", Mode: 0o755}}, // into layer 0
 		file("etc/hello.txt", 0o644, "hello again\n"),
 		file("old/.wh.a", 0o644, ""),
 		dir("opq/", 0o755),

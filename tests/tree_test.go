@@ -106,7 +106,7 @@ func TestLayerTree(t *testing.T) {
 	l1 := filepath.Join(f.appDir(), "layers", "1")
 	got = strings.Split(strings.TrimSpace(ok(t, l1, "find", ".")), "\n")
 	slices.Sort(got)
-	want = []string{".", "./.wh.gone.txt", "./etc", "./etc/hello.txt", "./old", "./old/.wh.a", "./opq",
+	want = []string{".", "./.wh.gone.txt", "./bin", "./bin/tool3", "./etc", "./etc/hello.txt", "./old", "./old/.wh.a", "./opq",
 		"./opq/.wh..wh..opq", "./opq/y"}
 	if !slices.Equal(got, want) {
 		t.Errorf("find in layers/1:\n%q\nwant\n%q", got, want)
