@@ -20,8 +20,8 @@ run: build
 	  bin/imgfs mount $(MNT); \
 	fi
 	@echo "Try:"
-	@echo "  ls $(MNT)/busybox/latest/layers/0/bin | head"
-	@echo "  ls $(MNT)/busybox/latest/rootfs/bin | head      (once rootfs/ lands)"
+	@echo "  ls $(MNT)/busybox/latest/rootfs/bin | head"
+	@echo "  ls $(MNT)/busybox/latest/layers/"
 	@echo "  getfattr -d $(MNT)/busybox/latest/layers/0"
 	@echo "  cat $(MNT)/busybox/latest/config.json"
 	@echo "  bin/imgfs umount $(MNT)"
