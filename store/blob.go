@@ -155,35 +155,18 @@ func (s *Store) WriteBlob(r io.Reader, expected digest.Digest) (digest.Digest, i
 }
 
 // WriteLayer stores a layer blob and its layer index in one pass over r: the bytes
-// WriteBlob reads are teed into layerindex.Build. desc gives the expected digest (which
-// must be set) and the media type recorded in the index.
+// WriteBlob reads are teed into layerindex.Build. desc gives the expected digest, which
+// must be set.
 func (s *Store) WriteLayer(r io.Reader, desc ocispec.Descriptor) (*layerindex.Index, error) {
 	if desc.Digest == "" {
 		return nil, errors.New("store: WriteLayer: descriptor has no digest")
 	}
-	pr, pw := io.Pipe()
-	type result struct {
-		ix  *layerindex.Index
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		ix, err := layerindex.Build(pr, layerindex.BuildOptions{Digest: desc.Digest, MediaType: desc.MediaType})
-		// Build may stop early (on error); keep draining so the tee never blocks.
-		io.Copy(io.Discard, pr)
-		done <- result{ix, err}
-	}()
-	_, _, werr := s.WriteBlob(io.TeeReader(r, pw), desc.Digest)
-	pw.CloseWithError(werr) // nil: Build sees EOF
-	res := <-done
-	if werr != nil {
-		return nil, werr
-	}
-	if res.err != nil {
-		return nil, fmt.Errorf("store: indexing layer %s: %w", desc.Digest, res.err)
-	}
-	if err := s.PutLayerIndex(res.ix); err != nil {
+	_, _, ix, ixErr, err := s.putLayer(r, desc.Digest)
+	if err != nil {
 		return nil, err
 	}
-	return res.ix, nil
+	if ixErr != nil {
+		return nil, fmt.Errorf("store: indexing layer %s: %w", desc.Digest, ixErr)
+	}
+	return ix, nil
 }

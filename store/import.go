@@ -453,11 +453,11 @@ func layerMediaType(c layerindex.Compression) string {
 	return ocispec.MediaTypeImageLayer
 }
 
-// putLayer stores a layer blob and its layer index in one pass over r, as WriteLayer does,
-// but tells a failed write (err: nothing stored) from a blob stored fine that does not
-// index as a layer (ixErr): an OCI archive's member is taken for a layer by its first bytes
-// alone, and only a manifest naming it as a layer makes its index matter. An empty expected
-// digest means it is computed (sha256).
+// putLayer stores a layer blob and its layer index in one pass over r (the bytes WriteBlob
+// reads are teed into layerindex.Build). It tells a failed write (err: nothing stored) from
+// a blob stored fine that does not index as a layer (ixErr): an OCI archive's member is
+// taken for a layer by its first bytes alone, and only a manifest naming it as a layer
+// makes its index matter. An empty expected digest means it is computed (sha256).
 func (s *Store) putLayer(r io.Reader, expected digest.Digest) (d digest.Digest, n int64, ix *layerindex.Index, ixErr, err error) {
 	pr, pw := io.Pipe()
 	type result struct {
