@@ -5,7 +5,7 @@ set -euo pipefail
 # command -> Debian package
 declare -A need=(
   [tar]=tar [gzip]=gzip [pigz]=pigz [zstd]=zstd [skopeo]=skopeo
-  [fusermount3]=fuse3 [getfattr]=attr [findmnt]=util-linux
+  [fusermount3]=fuse3 [getfattr]=attr [findmnt]=util-linux [umoci]=umoci
 )
 missing=()
 for cmd in "${!need[@]}"; do
