@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"path"
 	"slices"
 	"strings"
 	"syscall"
@@ -13,6 +12,7 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/imgfs/imgfs/layerindex"
+	"github.com/imgfs/imgfs/layerindex/overlay"
 )
 
 // tree is a directory tree of tar entries: one layer's own (rawTree) or an image's
@@ -47,11 +47,6 @@ type rawNode struct {
 	children []uint32 // sorted by name
 }
 
-// cleanName is the path of a tar entry relative to the root: "" for the root itself.
-func cleanName(name string) string {
-	return strings.TrimPrefix(path.Clean("/"+name), "/")
-}
-
 func newRawTree(ix *layerindex.Index, layer int) *rawTree {
 	t := &rawTree{ix: ix, layer: layer, nodes: []rawNode{{entry: -1}}}
 	kids := []map[string]uint32{nil}
@@ -77,7 +72,7 @@ func newRawTree(ix *layerindex.Index, layer int) *rawTree {
 	}
 	for i := range ix.Entries {
 		e := &ix.Entries[i]
-		p := cleanName(e.Name)
+		p := overlay.CleanPath(e.Name)
 		if p == "" {
 			if e.Type == tar.TypeDir {
 				t.nodes[0].entry = int32(i)
@@ -114,7 +109,7 @@ func newRawTree(ix *layerindex.Index, layer int) *rawTree {
 	// Hard links: to the node the link names, if it is in this layer and not a directory.
 	resolve := func(name string) (uint32, bool) {
 		n := uint32(0)
-		for c := range strings.SplitSeq(cleanName(name), "/") {
+		for c := range strings.SplitSeq(overlay.CleanPath(name), "/") {
 			var ok bool
 			if n, ok = t.lookup(n, c); !ok {
 				return 0, false

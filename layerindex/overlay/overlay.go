@@ -255,7 +255,7 @@ func (b *builder) apply(li, ei int32, e *layerindex.Entry) {
 		b.dropped++
 		return
 	}
-	p := cleanPath(e.Name)
+	p := CleanPath(e.Name)
 	if p == "" {
 		if !isDir {
 			b.dropped++
@@ -303,7 +303,7 @@ func (b *builder) apply(li, ei int32, e *layerindex.Entry) {
 
 	layer, entry, grp := li, ei, int32(-1)
 	if e.Type == tar.TypeLink {
-		target, ok := b.lookup(cleanPath(e.Linkname))
+		target, ok := b.lookup(CleanPath(e.Linkname))
 		if !ok || b.nodes[target].dir {
 			b.dropped++
 			return
@@ -334,9 +334,9 @@ const (
 	whOpaque = ".wh..wh..opq"
 )
 
-// cleanPath cleans a tar name into a path relative to the root, "" for the root itself.
+// CleanPath cleans a tar name into a path relative to the root, "" for the root itself.
 // It allocates only when the name has "//", "." or ".." components inside it.
-func cleanPath(name string) string {
+func CleanPath(name string) string {
 	for {
 		if strings.HasPrefix(name, "/") {
 			name = name[1:]

@@ -338,13 +338,13 @@ func TestHostileNames(t *testing.T) {
 		t.Errorf("Dropped %d, want 6", tr.Dropped())
 	}
 	for _, p := range []string{"../x", "/abs", "a/../../b", "./", "/", ".", "..", "a/..", "//a//b/", "./a/./b/", "a/b/..", "..a", ".../x"} {
-		c := cleanPath(p)
+		c := CleanPath(p)
 		if strings.HasPrefix(c, "/") || c == ".." || strings.HasPrefix(c, "../") || strings.Contains(c, "//") || c == "." {
-			t.Errorf("cleanPath(%q) = %q", p, c)
+			t.Errorf("CleanPath(%q) = %q", p, c)
 		}
 	}
-	if c := cleanPath("..a"); c != "..a" {
-		t.Errorf("cleanPath(..a) = %q", c)
+	if c := CleanPath("..a"); c != "..a" {
+		t.Errorf("CleanPath(..a) = %q", c)
 	}
 }
 
