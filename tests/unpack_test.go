@@ -345,3 +345,50 @@ func TestHostileLayer(t *testing.T) {
 	}
 	t.Logf("find rootfs:\n%s", ok(t, rootfs, "find", ".", "-printf", "%y %p -> %l\n"))
 }
+
+// TestUnpackThroughSymlinkMatchesUmoci: an entry whose parent path is a symlink is
+// written where the symlink leads, resolved inside the image root, and the symlink stays,
+// as umoci does (and docker, which extracts layers chrooted into the root). Merged-/usr
+// images (lib -> usr/lib) with a later layer adding lib/x are the common case; symlinks to
+// absolute paths or climbing out by .. resolve within the root.
+func TestUnpackThroughSymlinkMatchesUmoci(t *testing.T) {
+	umoci, err := exec.LookPath("umoci")
+	if err != nil {
+		t.Fatal("umoci not found, the reference unpacker of this test: apt-get install umoci (or scripts/install-deps.sh)")
+	}
+	tmp := t.TempDir()
+	layout := filepath.Join(tmp, "layout")
+	if err := writeLayout(layout, "v1", unpackBase, []lent{
+		ldir("usr/", 0o755),
+		ldir("usr/lib/", 0o755),
+		ldir("usr/share/", 0o755),
+		ldir("etc/", 0o755),
+		lsym("lib", "usr/lib"),
+		lsym("abs", "/etc"),
+		lsym("up", "../../.."),
+	}, []lent{
+		lfile("lib/added", 0o644, "added through lib\n"),
+		lfile("abs/x", 0o644, "through an absolute symlink\n"),
+		lfile("up/owned", 0o644, "through a symlink climbing out\n"),
+		lsym("share", "usr/share"),
+		lfile("share/y", 0o644, "through a symlink of the same layer\n"),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	store := filepath.Join(tmp, "store")
+	imgfsOK(t, store, "import", "-q", "--name", "test/through", layout)
+	mnt, _ := mountStore(t, store)
+	rootfs := filepath.Join(mnt, "test", "through", "v1", "rootfs")
+	ref := filepath.Join(tmp, "umoci")
+	ok(t, "", umoci, "raw", "unpack", "--image", layout+":v1", ref)
+	diffs, err := compareTrees(rootfs, ref, cmpOpts{dirMtime: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reportDiffs(t, "entries below a symlinked parent (rootfs/ vs umoci raw unpack)", diffs)
+	for _, p := range []string{"/owned", "/etc/x"} {
+		if data, err := os.ReadFile(p); err == nil && strings.HasPrefix(string(data), "through") {
+			t.Errorf("%s written on the host", p)
+		}
+	}
+}

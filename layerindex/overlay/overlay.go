@@ -186,8 +186,9 @@ func Merge(layers []*layerindex.Index) (*Tree, error) {
 		return nil, fmt.Errorf("overlay: %d entries in %d layers: too many", total, len(layers))
 	}
 	b := &builder{
-		nodes: make([]tnode, 1, total+total/8+16),
-		index: make(map[key]int32, total),
+		layers: layers,
+		nodes:  make([]tnode, 1, total+total/8+16),
+		index:  make(map[key]int32, total),
 	}
 	b.nodes[0] = tnode{layer: -1, own: -1, stamp: -1, grp: -1, first: -1, next: -1, dir: true}
 	for li, l := range layers {
@@ -227,6 +228,7 @@ type group struct {
 }
 
 type builder struct {
+	layers  []*layerindex.Index
 	nodes   []tnode
 	index   map[key]int32 // live nodes by parent and name
 	groups  []group
@@ -316,9 +318,16 @@ func (b *builder) apply(li, ei int32, e *layerindex.Entry) {
 		layer, entry, grp = tn.layer, tn.entry, tn.grp
 	}
 	d := b.ensureDir(dir, li, true)
+	if d < 0 {
+		b.dropped++ // its parent path loops through symlinks
+		return
+	}
 	if c, ok := b.index[key{d, base}]; ok {
 		n := &b.nodes[c]
 		if !n.dir || isDir {
+			if !n.dir {
+				b.cached = -1 // it may have been a symlink the cached path went through
+			}
 			n.layer, n.entry, n.own, n.stamp, n.grp, n.dir = layer, entry, li, li, grp, isDir
 			return
 		}
@@ -359,76 +368,124 @@ func CleanPath(name string) string {
 	return p
 }
 
+// maxHops bounds the symlinks followed while resolving one path, as Linux's ELOOP does.
+const maxHops = 40
+
+// walkMode says what resolving a directory path does on the way.
+type walkMode uint8
+
+const (
+	walkLookup   walkMode = iota // find only: a missing component fails
+	walkWhiteout                 // create missing directories unstamped; a non-directory fails
+	walkCreate                   // create missing directories, replace non-directories, stamp
+)
+
 // ensureDir returns the directory at dir, creating synthetic directories for missing
 // components and replacing non-directories in the way. With stamp, every directory on the
 // way is stamped with layer li (it holds something of that layer). Without (for a
-// whiteout), a non-directory in the way is left alone and ensureDir returns -1.
+// whiteout), a non-directory in the way is left alone and ensureDir returns -1. Symlinks
+// on the way are followed inside the root; it returns -1 for a symlink loop.
 func (b *builder) ensureDir(dir string, li int32, stamp bool) int32 {
 	if dir == "" {
 		return 0
 	}
-	if stamp && b.cached >= 0 && dir == b.cachedDir {
+	if !stamp {
+		return b.walk(dir, li, walkWhiteout)
+	}
+	if b.cached >= 0 && dir == b.cachedDir {
 		return b.cached
 	}
-	cur := int32(0)
-	for rest := dir; ; {
-		name, more := rest, ""
-		if i := strings.IndexByte(rest, '/'); i >= 0 {
-			name, more = rest[:i], rest[i+1:]
+	d := b.walk(dir, li, walkCreate)
+	if d >= 0 {
+		b.cached, b.cachedDir = d, dir
+	}
+	return d
+}
+
+// walk resolves the directory path dir (relative to the root) as an extractor chrooted
+// into the image root would: a symlink met on the way is followed, an absolute target
+// from the root and ".." never above the root, up to maxHops symlinks. It returns -1 when
+// the path does not resolve to a directory (or loops).
+func (b *builder) walk(dir string, li int32, mode walkMode) int32 {
+	cur, hops := int32(0), 0
+	for rest := dir; rest != ""; {
+		name, more, _ := strings.Cut(rest, "/")
+		rest = more
+		switch {
+		case name == "" || name == ".":
+			continue
+		case name == "..":
+			cur = b.nodes[cur].parent // the root is its own parent
+			continue
+		case strings.HasPrefix(name, whPrefix):
+			return -1 // only a symlink's target leads here; no .wh. name is ever shown
 		}
 		c, ok := b.index[key{cur, name}]
 		if ok && !b.nodes[c].dir {
-			if !stamp {
-				return -1 // nothing below a non-directory to white out
+			if target, isLink := b.symlink(c); isLink {
+				if hops++; hops > maxHops || target == "" {
+					return -1
+				}
+				if target[0] == '/' {
+					cur = 0
+				}
+				if more != "" {
+					target += "/" + more
+				}
+				rest = target
+				continue
+			}
+			if mode != walkCreate {
+				return -1 // nothing below a non-directory to find or white out
 			}
 			b.remove(c)
 			ok = false
 		}
 		if !ok {
+			if mode == walkLookup {
+				return -1
+			}
 			c = b.add(cur, name, -1, -1, li, true)
-			if !stamp {
+			if mode != walkCreate {
 				b.nodes[c].stamp = -1
 			}
 		}
-		if stamp {
+		if mode == walkCreate {
 			b.nodes[c].stamp = li
 		}
 		cur = c
-		if more == "" {
-			break
-		}
-		rest = more
-	}
-	if stamp {
-		b.cached, b.cachedDir = cur, dir
 	}
 	return cur
 }
 
-// lookup finds the live node at path p.
+// symlink returns the target of node id if it shows a symlink.
+func (b *builder) symlink(id int32) (string, bool) {
+	n := &b.nodes[id]
+	if n.layer < 0 {
+		return "", false
+	}
+	e := &b.layers[n.layer].Entries[n.entry]
+	return e.Linkname, e.Type == tar.TypeSymlink
+}
+
+// lookup finds the live node at path p, following symlinks in its parent directories
+// (not in its last component, as link(2) does not).
 func (b *builder) lookup(p string) (int32, bool) {
-	cur := int32(0)
 	if p == "" {
-		return cur, true
+		return 0, true
 	}
-	for rest := p; ; {
-		name, more := rest, ""
-		if i := strings.IndexByte(rest, '/'); i >= 0 {
-			name, more = rest[:i], rest[i+1:]
-		}
-		c, ok := b.index[key{cur, name}]
-		if !ok {
+	dir, base := "", p
+	if i := strings.LastIndexByte(p, '/'); i >= 0 {
+		dir, base = p[:i], p[i+1:]
+	}
+	d := int32(0)
+	if dir != "" {
+		if d = b.walk(dir, -1, walkLookup); d < 0 {
 			return -1, false
 		}
-		cur = c
-		if more == "" {
-			return cur, true
-		}
-		if !b.nodes[cur].dir {
-			return -1, false
-		}
-		rest = more
 	}
+	c, ok := b.index[key{d, base}]
+	return c, ok
 }
 
 func (b *builder) add(parent int32, name string, layer, entry, li int32, dir bool) int32 {

@@ -248,9 +248,46 @@ func TestTypeChanges(t *testing.T) {
 	tr = merge(t, layer(dir("d/"), dir("d/e/"), file("d/e/f", 1), sym("d", "elsewhere"), dir("x/"), file("x/f", 1), file("x", 2)))
 	expect(t, tr, "d 2 0 0", "x 0 0 2")
 
-	// An entry below a non-directory replaces it with a synthetic directory.
+	// An entry below a file replaces it with a synthetic directory; below a symlink it
+	// goes where the symlink leads.
 	tr = merge(t, layer(file("f", 1), sym("s", "/etc")), layer(file("f/g", 2), file("s/h", 2)))
-	expect(t, tr, "f d -1", "f/g 0 1 2", "s d -1", "s/h 0 1 2")
+	expect(t, tr, "etc d -1", "etc/h 0 1 2", "f d -1", "f/g 0 1 2", "s 2 0 0")
+}
+
+// TestSymlinkParents: symlinks in parent paths are followed inside the root, as an
+// extractor chrooted into it follows them.
+func TestSymlinkParents(t *testing.T) {
+	// Merged /usr: a later layer adds lib/x, which is usr/lib/x.
+	tr := merge(t,
+		layer(dir("usr/"), dir("usr/lib/"), sym("lib", "usr/lib")),
+		layer(file("lib/x", 2)))
+	expect(t, tr, "lib 2 0 0", "usr d 0", "usr/lib d 0", "usr/lib/x 0 1 2")
+
+	// Absolute targets start at the root, ".." stops at it, chains are followed, and a
+	// missing target directory is created.
+	tr = merge(t,
+		layer(dir("etc/"), sym("abs", "/etc"), sym("up", "../../.."), sym("chain", "abs/"),
+			sym("a/rel", "../new/./dir")),
+		layer(file("abs/x", 2), file("up/owned", 2), file("chain/y", 2), file("a/rel/z", 2)))
+	expect(t, tr, "a d -1", "a/rel 2 0 0", "abs 2 0 0", "chain 2 0 0", "etc d 0", "etc/x 0 1 2",
+		"etc/y 0 1 2", "new d -1", "new/dir d -1", "new/dir/z 0 1 2", "owned 0 1 2", "up 2 0 0")
+
+	// A loop drops the entry; a target naming a whiteout drops it too.
+	tr = merge(t, layer(sym("l1", "l2"), sym("l2", "l1/"), sym("w", ".wh.x")), layer(file("l1/f", 2), file("w/f", 2)))
+	expect(t, tr, "l1 2 0 0", "l2 2 0 0", "w 2 0 0")
+	if tr.Dropped() != 2 {
+		t.Errorf("dropped %d, want 2", tr.Dropped())
+	}
+
+	// Whiteouts and hard-link targets resolve their parents the same way.
+	tr = merge(t,
+		layer(dir("usr/"), dir("usr/lib/"), file("usr/lib/gone", 1), file("usr/lib/t", 1), sym("lib", "usr/lib")),
+		layer(wh("lib/.wh.gone"), link("h", "lib/t")))
+	expect(t, tr, "h 0 0 1", "lib 2 0 0", "usr d 0", "usr/lib d 0", "usr/lib/t 0 0 1")
+
+	// A symlink replaced within a layer is not followed by a stale lookup.
+	tr = merge(t, layer(dir("one/"), dir("two/"), sym("s", "one"), file("s/a", 1), sym("s", "two"), file("s/b", 1)))
+	expect(t, tr, "one d 0", "one/a 0 0 1", "s 2 0 0", "two d 0", "two/b 0 0 1")
 }
 
 func TestHardLinkSameLayer(t *testing.T) {
