@@ -392,3 +392,98 @@ func TestUnpackThroughSymlinkMatchesUmoci(t *testing.T) {
 		}
 	}
 }
+
+// TestUnpackToolBuiltImage: an image whose layers umoci itself generates (umoci unpack,
+// changes on disk, umoci repack: its own tar writer and its own whiteouts for removals),
+// then converted by skopeo to a docker-archive; both imported forms show a rootfs/ equal
+// to umoci's unpack of the image.
+func TestUnpackToolBuiltImage(t *testing.T) {
+	umoci, err := exec.LookPath("umoci")
+	if err != nil {
+		t.Fatal("umoci not found, the image builder of this test: apt-get install umoci (or scripts/install-deps.sh)")
+	}
+	skopeo, err := exec.LookPath("skopeo")
+	if err != nil {
+		t.Fatal("skopeo not found: apt-get install skopeo (or scripts/install-deps.sh)")
+	}
+	tmp := t.TempDir()
+	layout := filepath.Join(tmp, "layout")
+	img := layout + ":v1"
+	ok(t, "", umoci, "init", "--layout", layout)
+	ok(t, "", umoci, "new", "--image", img)
+
+	// Layer 1: a small system from the host's own files, and the rare kinds.
+	b1 := filepath.Join(tmp, "b1")
+	ok(t, "", umoci, "unpack", "--image", img, b1)
+	r := filepath.Join(b1, "rootfs")
+	script := `set -e
+mkdir -p usr/bin usr/lib usr/share etc/app var/empty tmp dev
+cp -a /usr/share/common-licenses usr/share/ 2>/dev/null || cp -a /etc/skel usr/share/common-licenses
+cp -a /etc/passwd /etc/group etc/
+cp -a "$(command -v tar)" usr/bin/tar
+ln usr/bin/tar usr/bin/hardtar
+ln -s usr/bin bin
+ln -s usr/lib lib
+ln -s /etc/passwd etc/app/abs-link
+chmod 4755 usr/bin/tar
+chmod 1777 tmp
+chmod 0700 var/empty
+mkfifo usr/share/fifo
+mknod dev/null c 1 3
+mknod dev/loop9 b 7 9
+printf 'gone soon\n' > etc/app/old
+mkdir etc/app/olddir && printf x > etc/app/olddir/f
+printf 'é\n' > 'usr/share/naïve ✓'
+setfattr -n user.note -v hello etc/app/old
+setfattr -n user.dir -v yes etc/app
+chown -R 1000:2000 etc/app
+touch -h -d @1700000000 bin lib etc/app/abs-link
+`
+	ok(t, r, "sh", "-c", script)
+	ok(t, "", umoci, "repack", "--image", img, b1)
+
+	// Layer 2: removals (umoci writes whiteouts), a type change, a new file through the
+	// merged-/usr symlink, a changed mode.
+	b2 := filepath.Join(tmp, "b2")
+	ok(t, "", umoci, "unpack", "--image", img, b2)
+	r = filepath.Join(b2, "rootfs")
+	script = `set -e
+rm etc/app/old
+rm -r etc/app/olddir
+printf 'now a file\n' > etc/app/olddir
+rm usr/share/fifo && mkdir usr/share/fifo
+printf 'new lib\n' > lib/added
+chmod 0600 etc/passwd
+touch -d @1700000100 lib/added
+`
+	ok(t, r, "sh", "-c", script)
+	ok(t, "", umoci, "repack", "--image", img, b2)
+
+	ref := filepath.Join(tmp, "umoci")
+	ok(t, "", umoci, "raw", "unpack", "--image", img, ref)
+	archive := filepath.Join(tmp, "docker.tar")
+	ok(t, "", skopeo, "copy", "-q", "oci:"+img, "docker-archive:"+archive+":test/built:v1")
+
+	store := filepath.Join(tmp, "store")
+	imgfsOK(t, store, "import", "-q", "--name", "test/built:oci", layout)
+	imgfsOK(t, store, "import", "-q", archive)
+	mnt, _ := mountStore(t, store)
+	for _, tag := range []string{"oci", "v1"} {
+		rootfs := filepath.Join(mnt, "test", "built", tag, "rootfs")
+		diffs, err := compareTrees(rootfs, ref, cmpOpts{dirMtime: true, skipEmptyXattrs: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		reportDiffs(t, "rootfs/ of the umoci-built image ("+tag+") vs umoci raw unpack", diffs)
+	}
+	// The tree is not trivially equal: the removals and the additions are there.
+	rootfs := filepath.Join(mnt, "test", "built", "oci", "rootfs")
+	for p, want := range map[string]string{"usr/lib/added": "new lib\n", "etc/app/olddir": "now a file\n"} {
+		if data, err := os.ReadFile(filepath.Join(rootfs, p)); err != nil || string(data) != want {
+			t.Errorf("%s: %q %v, want %q", p, data, err, want)
+		}
+	}
+	if _, err := os.Lstat(filepath.Join(rootfs, "etc/app/old")); !os.IsNotExist(err) {
+		t.Errorf("etc/app/old: removed in layer 2, Lstat says %v", err)
+	}
+}
