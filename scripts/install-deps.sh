@@ -2,14 +2,18 @@
 # Installs, with apt, the programs imgfs's tests drive. Does nothing when all are present,
 # so `make test` stays fast on a machine that has them.
 set -euo pipefail
-# command -> Debian package
+# command -> Debian package. podman and docker.io are the importers the tests load image
+# archives with (podman load, dockerd + docker load, both on vfs storage, as root): their
+# dependencies (conmon, crun/runc, containerd, tini) are enough, the recommends are not needed.
 declare -A need=(
   [tar]=tar [gzip]=gzip [pigz]=pigz [zstd]=zstd [skopeo]=skopeo
   [fusermount3]=fuse3 [getfattr]=attr [findmnt]=util-linux [umoci]=umoci
+  [podman]=podman [dockerd]=docker.io
 )
 missing=()
 for cmd in "${!need[@]}"; do
-  command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}")
+  # dockerd is in /usr/sbin, which a user's PATH may leave out.
+  command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing+=("${need[$cmd]}")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then

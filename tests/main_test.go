@@ -61,6 +61,7 @@ func TestMain(m *testing.M) {
 		}
 		code := m.Run()
 		sharedCleanup()
+		stopDockerd()
 		return code
 	}())
 }
