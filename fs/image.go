@@ -33,6 +33,8 @@ type image struct {
 	created  time.Time
 	layers   []*rawTree // by layer, nil until built
 
+	exports map[string]*exportPlan // by name ("" untagged), made on first use; under mu
+
 	rootfsOnce sync.Once // rootfs is merged once, outside mu: indexing a layer may take a while
 	rootfs     tree
 	rootfsErr  error
@@ -123,13 +125,34 @@ const (
 	kindLayers
 	kindLayer
 	kindRootfs
+	kindExport
 )
+
+// exportPlan returns the plan holder of the export of img (this image under img.Name).
+func (im *image) exportPlan(img store.Image) *exportPlan {
+	key := ""
+	if img.Name != nil {
+		key = img.Name.String()
+	}
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	if im.exports == nil {
+		im.exports = make(map[string]*exportPlan)
+	}
+	p := im.exports[key]
+	if p == nil {
+		p = new(exportPlan)
+		im.exports[key] = p
+	}
+	return p
+}
 
 // imageNode is an image's directory.
 type imageNode struct {
 	gofs.Inode
 	im   *image
-	path string // in the mount, for messages
+	ref  store.Image // the image as this directory names it (Name nil under sha256:<id>)
+	path string      // in the mount, for messages
 	ino  uint64
 }
 
@@ -140,7 +163,7 @@ var (
 )
 
 // imageEntries are the names in an image directory, sorted.
-var imageEntries = []string{"config.json", "layers", "manifest.json", "rootfs"}
+var imageEntries = []string{"config.json", exportName, "layers", "manifest.json", "rootfs"}
 
 func (n *imageNode) attr(a *fuse.Attr) {
 	dirAttr(a, n.im.createdTime(), 4)
@@ -163,6 +186,8 @@ func (n *imageNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno)
 			e.Mode, e.Ino = syscall.S_IFREG, n.childIno(kindConfig)
 		case "manifest.json":
 			e.Mode, e.Ino = syscall.S_IFREG, n.childIno(kindManifest)
+		case exportName:
+			e.Mode, e.Ino = syscall.S_IFREG, n.childIno(kindExport)
 		case "layers":
 			e.Ino = n.childIno(kindLayers)
 		case "rootfs":
@@ -195,6 +220,9 @@ func (n *imageNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 		node := &bytesNode{data: data, mtime: im.created}
 		node.attr(&out.Attr)
 		return n.NewInode(ctx, node, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: n.childIno(kind)}), 0
+	case exportName:
+		return lookupExport(ctx, &n.Inode, im.fs, im.exportPlan(n.ref), []store.Image{n.ref},
+			n.path+"/"+name, im.createdTime(), n.childIno(kindExport), out)
 	case "layers":
 		node := &layersNode{im: im, path: n.path + "/layers", ino: n.childIno(kindLayers)}
 		node.attr(&out.Attr)

@@ -21,6 +21,7 @@ type nameDir struct {
 	dirs   map[string]*nameDir
 	images map[string]store.Image // by tag
 	list   []string               // every name in it, sorted
+	export exportPlan             // of every tag in it, when it has any
 }
 
 func newNameDir(path string) *nameDir {
@@ -75,7 +76,23 @@ func (d *nameDir) finish(mtime time.Time) {
 	for n := range d.images {
 		d.list = append(d.list, n)
 	}
+	if _, ok := d.images[exportName]; !ok && len(d.images) > 0 {
+		d.list = append(d.list, exportName) // a tag of that name hides it
+	}
 	slices.Sort(d.list)
+}
+
+// tagged returns the images of d's tags, sorted by tag.
+func (d *nameDir) tagged() []store.Image {
+	imgs := make([]store.Image, 0, len(d.images))
+	for _, name := range d.list {
+		if img, ok := d.images[name]; ok {
+			if _, tagged := img.Name.(reference.Tagged); tagged {
+				imgs = append(imgs, img)
+			}
+		}
+	}
+	return imgs
 }
 
 // find returns the directory at path, or nil.
@@ -139,6 +156,10 @@ func (n *nameNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 	if img, ok := d.images[name]; ok {
 		return n.imageChild(ctx, name, img, out), 0
 	}
+	if name == exportName && len(d.images) > 0 {
+		return lookupExport(ctx, &n.Inode, n.fs, &d.export, d.tagged(), n.child(name), d.mtime,
+			ino("export", n.path, d.mtime.UnixNano()), out)
+	}
 	if sub, ok := d.dirs[name]; ok {
 		dirAttr(&out.Attr, sub.mtime, 2+sub.subdirs())
 		setTimeouts(out, n.fs.opts.NameTimeout)
@@ -150,6 +171,7 @@ func (n *nameNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 		if err != nil {
 			return nil, syscall.ENOENT
 		}
+		img.Name = nil // by ID: its export.tar is untagged, as docker save of an ID
 		return n.imageChild(ctx, name, img, out), 0
 	}
 	return nil, syscall.ENOENT
@@ -158,7 +180,7 @@ func (n *nameNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 func (n *nameNode) imageChild(ctx context.Context, name string, img store.Image, out *fuse.EntryOut) *gofs.Inode {
 	im := n.fs.image(img)
 	path := n.child(name)
-	node := &imageNode{im: im, path: path, ino: imageIno(path, img)}
+	node := &imageNode{im: im, ref: img, path: path, ino: imageIno(path, img)}
 	node.attr(&out.Attr)
 	out.SetEntryTimeout(n.fs.opts.NameTimeout)
 	out.SetAttrTimeout(n.fs.opts.ImageTimeout)
@@ -175,6 +197,8 @@ func (n *nameNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) 
 		e := fuse.DirEntry{Name: name, Mode: syscall.S_IFDIR}
 		if img, ok := d.images[name]; ok {
 			e.Ino = imageIno(n.child(name), img)
+		} else if name == exportName {
+			e.Mode, e.Ino = syscall.S_IFREG, ino("export", n.path, d.mtime.UnixNano())
 		} else {
 			e.Ino = nameIno(n.child(name))
 		}

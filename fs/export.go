@@ -1,0 +1,107 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/imgfs/imgfs/export"
+	"github.com/imgfs/imgfs/store"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// exportName is the docker save archive in an image directory (that tag), a repository
+// directory (every tag) and a sha256:<id> directory (untagged).
+const exportName = "export.tar"
+
+// fsLayers serves an export's layer members from the mount's shared layer readers, so an
+// export and the files of rootfs/ decode each span once.
+type fsLayers struct{ f *FS }
+
+func (l fsLayers) Layer(desc ocispec.Descriptor) (io.ReaderAt, int64, error) {
+	ix, err := l.f.store.LayerIndex(desc)
+	if err != nil {
+		return nil, 0, err
+	}
+	r, err := l.f.reader(ix)
+	if err != nil {
+		return nil, 0, err
+	}
+	return r, r.Size(), nil
+}
+
+// exportPlan is an archive planned on first use and kept: planning reads the manifests,
+// configs and layer indexes, never layer contents.
+type exportPlan struct {
+	once sync.Once
+	a    *export.Archive
+	err  error
+}
+
+func (p *exportPlan) get(f *FS, imgs []store.Image) (*export.Archive, error) {
+	p.once.Do(func() { p.a, p.err = export.New(f.store, imgs, fsLayers{f}) })
+	return p.a, p.err
+}
+
+// exportNode is an export.tar: its size is the plan's, its bytes are made as they are read.
+type exportNode struct {
+	gofs.Inode
+	fs    *FS
+	a     *export.Archive
+	path  string
+	mtime time.Time
+}
+
+var (
+	_ gofs.NodeGetattrer = (*exportNode)(nil)
+	_ gofs.NodeOpener    = (*exportNode)(nil)
+	_ gofs.NodeReader    = (*exportNode)(nil)
+)
+
+// lookupExport makes the node of an export.tar of imgs at path.
+func lookupExport(ctx context.Context, parent *gofs.Inode, f *FS, p *exportPlan, imgs []store.Image,
+	path string, mtime time.Time, ino uint64, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	a, err := p.get(f, imgs)
+	if err != nil {
+		f.log.Error("planning export", "path", path, "err", err)
+		return nil, syscall.EIO
+	}
+	n := &exportNode{fs: f, a: a, path: path, mtime: mtime}
+	n.attr(&out.Attr)
+	return parent.NewInode(ctx, n, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: ino}), 0
+}
+
+func (n *exportNode) attr(a *fuse.Attr) {
+	a.Mode = syscall.S_IFREG | 0o444
+	a.Size = uint64(n.a.Size())
+	a.Nlink = 1
+	a.Blksize = 1 << 20
+	a.Blocks = (a.Size + 511) / 512
+	setTimes(a, n.mtime)
+}
+
+func (n *exportNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	n.attr(&out.Attr)
+	return 0
+}
+
+func (n *exportNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC) != 0 {
+		return nil, 0, syscall.EROFS
+	}
+	return nil, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+func (n *exportNode) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	k, err := n.a.ReadAt(dest, off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		n.fs.log.Error("reading export", "path", n.path, "offset", off, "err", err)
+		return nil, syscall.EIO
+	}
+	return fuse.ReadResultData(dest[:k]), 0
+}

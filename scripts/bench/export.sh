@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# export.tar speed for issue #5: a cold `cp export.tar` of a ~350 MB two-layer gzip image on
+# a fresh imgfs mount, against `skopeo copy oci:… docker-archive:…` of the same image (what
+# a docker-save-like export costs today) and against `gzip -dc` of its layers (the
+# decompression alone, single-threaded), in the same run, 3 times each, alternating, page
+# cache dropped before every run when allowed.
+# Usage: scripts/bench/export.sh [WORKDIR]   (as root; needs /dev/fuse, skopeo, ~2 GB)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+work=${1:-$(mktemp -d)}
+mkdir -p "$work"
+work=$(realpath "$work")
+export PATH=$PATH:/usr/local/go/bin
+make -s build
+go build -o "$work/lxbench" ./scripts/bench/lxbench
+b="$work/lxbench" imgfs=$PWD/bin/imgfs
+ref=bench/app:1 mnt=$work/mnt store=$work/store
+if [ ! -d "$work/img" ]; then
+  "$b" mktar -size $((200<<20)) -o "$work/l1.tar"
+  "$b" mktar -size $((150<<20)) -o "$work/l2.tar"
+  pigz -6 -c "$work/l1.tar" >"$work/l1.tar.gz"; pigz -6 -c "$work/l2.tar" >"$work/l2.tar.gz"
+  rm -f "$work/l1.tar" "$work/l2.tar"
+  "$b" mkoci -o "$work/img" -name "$ref" "$work/l1.tar.gz" "$work/l2.tar.gz"
+fi
+rm -rf "$store"
+"$imgfs" --store "$store" import -q "$work/img" >/dev/null
+echo "image: $(du -sm "$work/img" | cut -f1) MB OCI layout, layers gzip (pigz -6)"
+
+umnt() {
+  if mountpoint -q "$mnt" 2>/dev/null; then "$imgfs" umount "$mnt" 2>/dev/null || umount -l "$mnt" || true; fi
+}
+trap umnt EXIT
+mkdir -p "$mnt"
+umnt
+if sync && echo 3 >/proc/sys/vm/drop_caches 2>/dev/null; then
+  drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+  echo "page cache: dropped before every run"
+else
+  drop() { sync; }
+  echo "page cache: NOT dropped (not permitted): runs are page-cache warm"
+fi
+secs() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null 2>&1 || { echo "failed: $*" >&2; exit 1; }; t1=$(date +%s.%N); awk "BEGIN{printf \"%.2f\", $t1 - $t0}"; }
+med() { printf '%s\n' "$@" | sort -n | sed -n 2p; }
+
+ti=() ts=() tg=()
+for i in 1 2 3; do
+  umnt; rm -f "$work/out.tar"; "$imgfs" --store "$store" mount "$mnt" >/dev/null; drop
+  ti+=("$(secs cp "$mnt/bench/app/1/export.tar" "$work/out.tar")")
+  rm -f "$work/skopeo.tar"; drop
+  ts+=("$(secs skopeo copy -q "oci:$work/img:$ref" "docker-archive:$work/skopeo.tar:$ref")")
+  drop
+  tg+=("$(secs sh -c "gzip -dc '$work/l1.tar.gz' '$work/l2.tar.gz' >/dev/null")")
+done
+size=$(stat -c %s "$work/out.tar")
+[ "$size" = "$(stat -c %s "$mnt/bench/app/1/export.tar")" ] || { echo "export.sh: size differs from stat" >&2; exit 1; }
+mi=$(med "${ti[@]}") ms=$(med "${ts[@]}") mg=$(med "${tg[@]}")
+echo "export.tar: $((size >> 20)) MiB"
+echo "cp export.tar (cold mount):        ${ti[*]} s (median $mi, $(awk "BEGIN{printf \"%.0f\", $size / 1048576 / $mi}") MiB/s)"
+echo "skopeo copy oci: docker-archive:   ${ts[*]} s (median $ms)"
+echo "gzip -dc of the layers:            ${tg[*]} s (median $mg)"
+echo "skopeo / imgfs: $(awk "BEGIN{printf \"%.2f\", $ms / $mi}")x   gzip -dc / imgfs: $(awk "BEGIN{printf \"%.2f\", $mg / $mi}")x"
+rm -f "$work/out.tar" "$work/skopeo.tar"
