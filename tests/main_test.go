@@ -53,7 +53,14 @@ func TestMain(m *testing.M) {
 		if err != nil {
 			goCmd = "/usr/local/go/bin/go"
 		}
-		build := exec.Command(goCmd, "build", "-o", imgfsBin, "../cmd/imgfs")
+		args := []string{"build", "-o", imgfsBin}
+		if os.Getenv("IMGFS_RACE") != "" {
+			// The daemons under the race detector, stopping at the first race: their mounts
+			// die and the tests using them fail (the report is in the store's mount.log).
+			args = append(args, "-race")
+			os.Setenv("GORACE", "halt_on_error=1")
+		}
+		build := exec.Command(goCmd, append(args, "../cmd/imgfs")...)
 		build.Stdout, build.Stderr = os.Stderr, os.Stderr
 		if err := build.Run(); err != nil {
 			fmt.Fprintln(os.Stderr, "building imgfs:", err)
