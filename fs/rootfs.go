@@ -32,31 +32,36 @@ func (im *image) rootfsTree() (tree, error) {
 			im.fs.log.Warn("rootfs: tar entries left out (empty or NUL names, hard links to nothing, unknown types)",
 				"image", im.label, "count", n)
 		}
-		im.rootfs = mergedTree{t}
+		im.rootfs = mergedTree{t, ixs}
 	})
 	return im.rootfs, im.rootfsErr
 }
 
 // mergedTree shows an overlay.Tree through the tree interface the nodes use.
-type mergedTree struct{ t *overlay.Tree }
+type mergedTree struct {
+	t   *overlay.Tree
+	ixs []*layerindex.Index // by layer
+}
 
 func (m mergedTree) lookup(dir uint32, name string) (uint32, bool) {
 	n, ok := m.t.Lookup(overlay.Node(dir), name)
 	return uint32(n), ok
 }
 
-func (m mergedTree) children(dir uint32) []uint32 {
+func (m mergedTree) child(dir uint32, i int) (uint32, bool) {
 	kids := m.t.Children(overlay.Node(dir))
-	out := make([]uint32, len(kids))
-	for i, k := range kids {
-		out[i] = uint32(k)
+	if i < 0 || i >= len(kids) {
+		return 0, false
 	}
-	return out
+	return uint32(kids[i]), true
 }
 
 func (m mergedTree) name(n uint32) string  { return m.t.Name(overlay.Node(n)) }
 func (m mergedTree) inode(n uint32) uint32 { return uint32(m.t.Inode(overlay.Node(n))) }
 func (m mergedTree) nlink(n uint32) uint32 { return m.t.Nlink(overlay.Node(n)) }
+func (m mergedTree) index(layer int) *layerindex.Index {
+	return m.ixs[layer]
+}
 
 // entry gives nil for the directories no layer describes, as rawTree does: the nodes make
 // up their attributes.

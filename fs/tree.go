@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math"
 	"slices"
 	"strings"
 	"syscall"
@@ -20,13 +21,17 @@ import (
 // link the node it is a link to.
 type tree interface {
 	lookup(dir uint32, name string) (uint32, bool)
-	children(dir uint32) []uint32 // sorted by name
+	// child returns dir's i-th child in name order, false past the last one (or if dir is
+	// not a directory).
+	child(dir uint32, i int) (uint32, bool)
 	name(n uint32) string
 	// entry gives n's attributes and data: the layer (of the image) holding it, and the
 	// tar entry. A nil entry (layer -1) is a directory no entry describes.
 	entry(n uint32) (layer int, e *layerindex.Entry)
 	inode(n uint32) uint32
 	nlink(n uint32) uint32
+	// index is the index of the image's layer i, which entry's layers refer to.
+	index(layer int) *layerindex.Index
 }
 
 // rawTree is one layer's tar as a tree, whiteouts as the plain files they are: names
@@ -170,10 +175,18 @@ func (t *rawTree) lookup(dir uint32, name string) (uint32, bool) {
 	return cs[i], true
 }
 
-func (t *rawTree) children(dir uint32) []uint32 { return t.nodes[dir].children }
-func (t *rawTree) name(n uint32) string         { return t.nodes[n].name }
-func (t *rawTree) inode(n uint32) uint32        { return t.nodes[n].link }
-func (t *rawTree) nlink(n uint32) uint32        { return t.nodes[n].nlink }
+func (t *rawTree) child(dir uint32, i int) (uint32, bool) {
+	cs := t.nodes[dir].children
+	if i < 0 || i >= len(cs) {
+		return 0, false
+	}
+	return cs[i], true
+}
+
+func (t *rawTree) name(n uint32) string        { return t.nodes[n].name }
+func (t *rawTree) inode(n uint32) uint32       { return t.nodes[n].link }
+func (t *rawTree) nlink(n uint32) uint32       { return t.nodes[n].nlink }
+func (t *rawTree) index(int) *layerindex.Index { return t.ix }
 
 func (t *rawTree) entry(n uint32) (int, *layerindex.Entry) {
 	e := t.nodes[t.nodes[n].link].entry
@@ -213,29 +226,39 @@ func typeBits(e *layerindex.Entry) uint32 {
 }
 
 // treeNode is a node of a tree: a file, directory, symlink, device or FIFO of a layer or
-// of an image's rootfs.
+// of an image's rootfs. There is one per entry looked up (a walk looks up every entry): its
+// fields are ordered to fit the 192-byte allocation class.
 type treeNode struct {
 	gofs.Inode
-	im   *image
-	t    tree
-	n    uint32
-	base uint64 // inode number of the tree's root
-	path string // in the mount, for messages
-
-	layer       int  // the layer, for layers/N's root
-	isLayerRoot bool // layers/N itself, which has the layer's digests as xattrs
+	im          *image
+	t           tree
+	n           uint32
+	isLayerRoot bool   // layers/N itself, which has the layer's digests as xattrs
+	base        uint64 // inode number of the tree's root
+	path        string // in the mount, for messages: set on a tree's root only (see where)
+	layer       int    // the layer, for layers/N's root
 }
 
 var (
-	_ gofs.NodeLookuper    = (*treeNode)(nil)
-	_ gofs.NodeReaddirer   = (*treeNode)(nil)
-	_ gofs.NodeGetattrer   = (*treeNode)(nil)
-	_ gofs.NodeOpener      = (*treeNode)(nil)
-	_ gofs.NodeReader      = (*treeNode)(nil)
-	_ gofs.NodeReadlinker  = (*treeNode)(nil)
-	_ gofs.NodeGetxattrer  = (*treeNode)(nil)
-	_ gofs.NodeListxattrer = (*treeNode)(nil)
+	_ gofs.NodeLookuper       = (*treeNode)(nil)
+	_ gofs.NodeReaddirer      = (*treeNode)(nil)
+	_ gofs.NodeOpendirHandler = (*treeNode)(nil)
+	_ gofs.NodeGetattrer      = (*treeNode)(nil)
+	_ gofs.NodeOpener         = (*treeNode)(nil)
+	_ gofs.NodeFlusher        = (*treeNode)(nil)
+	_ gofs.NodeReader         = (*treeNode)(nil)
+	_ gofs.NodeReadlinker     = (*treeNode)(nil)
+	_ gofs.NodeGetxattrer     = (*treeNode)(nil)
+	_ gofs.NodeListxattrer    = (*treeNode)(nil)
 )
+
+// where is n's path in the mount, for messages.
+func (n *treeNode) where() string {
+	if n.path != "" {
+		return n.path
+	}
+	return n.Path(nil)
+}
 
 func (n *treeNode) inode() uint64 { return treeIno(n.base, n.t.inode(n.n)) }
 
@@ -275,22 +298,83 @@ func (n *treeNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 	if !ok {
 		return nil, syscall.ENOENT
 	}
-	_, e := n.t.entry(c)
-	child := &treeNode{im: n.im, t: n.t, n: c, base: n.base, path: n.path + "/" + name}
+	layer, e := n.t.entry(c)
+	if e != nil && e.Size > 0 && typeBits(e) == syscall.S_IFREG {
+		// Open the layer now, so that a file looked up (and so any file opened) before its
+		// image is removed reads on. A failure shows when the file is read.
+		n.im.fs.reader(n.t.index(layer))
+	}
+	child := &treeNode{im: n.im, t: n.t, n: c, base: n.base}
 	child.attr(&out.Attr)
 	setTimeouts(out, n.im.fs.opts.ImageTimeout)
 	return n.NewInode(ctx, child, gofs.StableAttr{Mode: typeBits(e), Ino: child.inode()}), 0
 }
 
-func (n *treeNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
-	cs := n.t.children(n.n)
-	list := make([]fuse.DirEntry, len(cs))
-	for i, c := range cs {
-		_, e := n.t.entry(c)
-		list[i] = fuse.DirEntry{Name: n.t.name(c), Mode: typeBits(e), Ino: treeIno(n.base, n.t.inode(c))}
-	}
-	return gofs.NewListDirStream(list), 0
+// OpendirHandle opens a directory for reading: its entries come straight from the tree as
+// the kernel asks for them, and the kernel keeps them (FOPEN_CACHE_DIR): what is inside an
+// image never changes, so a directory listed once is listed again without a round trip.
+func (n *treeNode) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	return &treeDir{n: n}, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
 }
+
+// Readdir serves the directories go-fuse lists without opening them first.
+func (n *treeNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+	return &treeDir{n: n}, 0
+}
+
+// treeDir is an open directory of a tree: a position among its children. Entry i has
+// offset i+1 (where the next read starts).
+type treeDir struct {
+	n  *treeNode
+	i  int
+	de fuse.DirEntry // the last entry returned, reused: go-fuse copies it
+}
+
+var (
+	_ gofs.DirStream        = (*treeDir)(nil)
+	_ gofs.FileReaddirenter = (*treeDir)(nil)
+	_ gofs.FileSeekdirer    = (*treeDir)(nil)
+	_ gofs.FileReleasedirer = (*treeDir)(nil)
+)
+
+func (d *treeDir) HasNext() bool {
+	_, ok := d.n.t.child(d.n.n, d.i)
+	return ok
+}
+
+func (d *treeDir) Next() (fuse.DirEntry, syscall.Errno) {
+	de, errno := d.Readdirent(context.Background())
+	if de == nil {
+		return fuse.DirEntry{}, syscall.ENOENT
+	}
+	return *de, errno
+}
+
+func (d *treeDir) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	c, ok := d.n.t.child(d.n.n, d.i)
+	if !ok {
+		return nil, 0
+	}
+	d.i++
+	t := d.n.t
+	_, e := t.entry(c)
+	d.de = fuse.DirEntry{Name: t.name(c), Mode: typeBits(e), Ino: treeIno(d.n.base, t.inode(c)), Off: uint64(d.i)}
+	return &d.de, 0
+}
+
+func (d *treeDir) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	if off > math.MaxInt32 {
+		return syscall.EINVAL
+	}
+	if _, ok := d.n.t.child(d.n.n, int(off)-1); off > 0 && !ok {
+		return syscall.EINVAL
+	}
+	d.i = int(off)
+	return 0
+}
+
+func (d *treeDir) Releasedir(ctx context.Context, releaseFlags uint32) {}
+func (d *treeDir) Close()                                              {}
 
 func (n *treeNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 	_, e := n.t.entry(n.n)
@@ -300,22 +384,22 @@ func (n *treeNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 	return []byte(e.Linkname), 0
 }
 
+// Open answers ENOSYS: the kernel then opens every file of the mount without asking (the
+// "no open" mode of FUSE, with the page cache kept across opens as FOPEN_KEEP_CACHE
+// would), so a file read costs no OPEN nor RELEASE round trip. Nothing is lost: a file
+// has no per-open state, and its layer was opened when the file was looked up, which every
+// open follows. Writing is refused by the kernel already (the mount is read-only).
 func (n *treeNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
 	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC) != 0 {
 		return nil, 0, syscall.EROFS
 	}
-	layer, e := n.t.entry(n.n)
-	if e == nil || typeBits(e) != syscall.S_IFREG {
-		return nil, 0, syscall.EINVAL
-	}
-	// Open the layer now, so that a file opened before its image is removed reads on.
-	if e.Size > 0 {
-		if _, err := n.im.reader(layer); err != nil {
-			n.readError(layer, err)
-			return nil, 0, syscall.EIO
-		}
-	}
-	return nil, fuse.FOPEN_KEEP_CACHE, 0
+	return nil, 0, syscall.ENOSYS
+}
+
+// Flush answers ENOSYS: the kernel then sends no FLUSH on close for the rest of the mount.
+// There is nothing to flush on a read-only filesystem.
+func (n *treeNode) Flush(ctx context.Context, f gofs.FileHandle) syscall.Errno {
+	return syscall.ENOSYS
 }
 
 func (n *treeNode) Read(ctx context.Context, f gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
@@ -324,7 +408,7 @@ func (n *treeNode) Read(ctx context.Context, f gofs.FileHandle, dest []byte, off
 		return fuse.ReadResultData(nil), 0
 	}
 	want := min(int64(len(dest)), e.Size-off)
-	r, err := n.im.reader(layer)
+	r, err := n.im.fs.reader(n.t.index(layer))
 	if err != nil {
 		n.readError(layer, err)
 		return nil, syscall.EIO
@@ -342,7 +426,7 @@ func (n *treeNode) readError(layer int, err error) {
 	if layer >= 0 && layer < len(n.im.img.Manifest.Layers) {
 		d = n.im.img.Manifest.Layers[layer].Digest.String()
 	}
-	n.im.fs.log.Error("read failed", "image", n.im.label, "path", n.path, "layer", d, "err", err)
+	n.im.fs.log.Error("read failed", "image", n.im.label, "path", n.where(), "layer", d, "err", err)
 }
 
 // xattrs are n's extended attributes: the entry's, and on layers/N the layer's digests.

@@ -78,6 +78,11 @@ func Mount(dir string, root gofs.InodeEmbedder, opts Options) (*Server, error) {
 		// costs a round trip per MiB, not per 128 KiB.
 		MaxWrite:     1 << 20,
 		MaxReadAhead: 1 << 20,
+		// Reads answer with bytes in memory, which go-fuse would otherwise first try to
+		// splice, setting up a pipe on every reply only to give up on it.
+		DisableSplice: true,
+		// Symlinks never change inside an image: the kernel keeps their targets.
+		EnableSymlinkCaching: true,
 	}
 	if opts.AllowOther {
 		o.MountOptions.AllowOther = true
@@ -123,10 +128,14 @@ func (s *Server) Unmount() error {
 }
 
 // Serve serves until the filesystem is unmounted from outside, or SIGTERM, SIGINT or
-// SIGHUP asks to stop, in which case it unmounts. It returns nil once unmounted.
+// SIGHUP asks to stop, in which case it unmounts. It returns nil once unmounted. While it
+// serves, the process's Go heap is kept small (see holdMemory).
 func (s *Server) Serve() error {
 	sigs := s.sigs
 	defer signal.Stop(sigs)
+	stopMemory := make(chan struct{})
+	defer close(stopMemory)
+	go holdMemory(stopMemory)
 	done := make(chan struct{})
 	go func() {
 		s.srv.Wait()

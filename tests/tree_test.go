@@ -24,9 +24,12 @@ func TestNames(t *testing.T) {
 		got != "./test/app/v1\n./ghcr.io/acme/app/v2\n" {
 		t.Errorf("find the tags: %q", got)
 	}
-	want := "config.json\nlayers\nmanifest.json\n"
-	if got := ok(t, f.appDir(), "ls"); got != want && got != "config.json\nlayers\nmanifest.json\nrootfs\n" {
-		t.Errorf("ls of an image: %q, want %q (and rootfs)", got, want)
+	want := "config.json\nexport.tar\nlayers\nmanifest.json\nrootfs\n"
+	if got := ok(t, f.appDir(), "ls"); got != want {
+		t.Errorf("ls of an image: %q, want %q", got, want)
+	}
+	if got, want := ok(t, filepath.Dir(f.appDir()), "ls"), "export.tar\nv1\n"; got != want {
+		t.Errorf("ls of a repository: %q, want %q", got, want)
 	}
 	// An untagged image, by ID prefix and by whole ID; not by a prefix under 12 digits.
 	for _, name := range []string{f.helloID[:7+12], f.helloID} {
