@@ -24,7 +24,7 @@ if [ ! -d "$work/img" ]; then
 fi
 rm -rf "$store"
 "$imgfs" --store "$store" import -q "$work/img" >/dev/null
-echo "image: $(du -sm "$work/img" | cut -f1) MB OCI layout, layers gzip (pigz -6)"
+echo "image: $(du -smL "$work/img" | cut -f1) MB OCI layout, layers gzip (pigz -6)"
 
 umnt() {
   if mountpoint -q "$mnt" 2>/dev/null; then "$imgfs" umount "$mnt" 2>/dev/null || umount -l "$mnt" || true; fi
@@ -42,21 +42,25 @@ fi
 secs() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null 2>&1 || { echo "failed: $*" >&2; exit 1; }; t1=$(date +%s.%N); awk "BEGIN{printf \"%.2f\", $t1 - $t0}"; }
 med() { printf '%s\n' "$@" | sort -n | sed -n 2p; }
 
-ti=() ts=() tg=()
+ti=() ts=() tg=() tv=()
 for i in 1 2 3; do
   umnt; rm -f "$work/out.tar"; "$imgfs" --store "$store" mount "$mnt" >/dev/null; drop
   ti+=("$(secs cp "$mnt/bench/app/1/export.tar" "$work/out.tar")")
   rm -f "$work/skopeo.tar"; drop
   ts+=("$(secs skopeo copy -q "oci:$work/img:$ref" "docker-archive:$work/skopeo.tar:$ref")")
+  rm -f "$work/save.tar"; drop
+  tv+=("$(secs "$imgfs" --store "$store" save -o "$work/save.tar" "$ref")")
   drop
   tg+=("$(secs sh -c "gzip -dc '$work/l1.tar.gz' '$work/l2.tar.gz' >/dev/null")")
 done
 size=$(stat -c %s "$work/out.tar")
 [ "$size" = "$(stat -c %s "$mnt/bench/app/1/export.tar")" ] || { echo "export.sh: size differs from stat" >&2; exit 1; }
-mi=$(med "${ti[@]}") ms=$(med "${ts[@]}") mg=$(med "${tg[@]}")
+cmp -s "$work/out.tar" "$work/save.tar" || { echo "export.sh: imgfs save and export.tar differ" >&2; exit 1; }
+mi=$(med "${ti[@]}") ms=$(med "${ts[@]}") mg=$(med "${tg[@]}") mv=$(med "${tv[@]}")
 echo "export.tar: $((size >> 20)) MiB"
 echo "cp export.tar (cold mount):        ${ti[*]} s (median $mi, $(awk "BEGIN{printf \"%.0f\", $size / 1048576 / $mi}") MiB/s)"
 echo "skopeo copy oci: docker-archive:   ${ts[*]} s (median $ms)"
+echo "imgfs save -o (no mount):          ${tv[*]} s (median $mv)"
 echo "gzip -dc of the layers:            ${tg[*]} s (median $mg)"
-echo "skopeo / imgfs: $(awk "BEGIN{printf \"%.2f\", $ms / $mi}")x   gzip -dc / imgfs: $(awk "BEGIN{printf \"%.2f\", $mg / $mi}")x"
-rm -f "$work/out.tar" "$work/skopeo.tar"
+echo "skopeo / cp export.tar: $(awk "BEGIN{printf \"%.2f\", $ms / $mi}")x   skopeo / imgfs save: $(awk "BEGIN{printf \"%.2f\", $ms / $mv}")x   gzip -dc / cp export.tar: $(awk "BEGIN{printf \"%.2f\", $mg / $mi}")x"
+rm -f "$work/out.tar" "$work/skopeo.tar" "$work/save.tar"
