@@ -76,14 +76,7 @@ func lookupExport(ctx context.Context, parent *gofs.Inode, f *FS, p *exportPlan,
 	return parent.NewInode(ctx, n, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: ino}), 0
 }
 
-func (n *exportNode) attr(a *fuse.Attr) {
-	a.Mode = syscall.S_IFREG | 0o444
-	a.Size = uint64(n.a.Size())
-	a.Nlink = 1
-	a.Blksize = 1 << 20
-	a.Blocks = (a.Size + 511) / 512
-	setTimes(a, n.mtime)
-}
+func (n *exportNode) attr(a *fuse.Attr) { fileAttr(a, n.a.Size(), 1<<20, n.mtime) }
 
 func (n *exportNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	n.attr(&out.Attr)
@@ -91,10 +84,7 @@ func (n *exportNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.
 }
 
 func (n *exportNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC) != 0 {
-		return nil, 0, syscall.EROFS
-	}
-	return nil, fuse.FOPEN_KEEP_CACHE, 0
+	return openMadeUp(flags)
 }
 
 func (n *exportNode) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {

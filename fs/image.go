@@ -307,13 +307,16 @@ var (
 	_ gofs.NodeReader    = (*bytesNode)(nil)
 )
 
-func (n *bytesNode) attr(a *fuse.Attr) {
+func (n *bytesNode) attr(a *fuse.Attr) { fileAttr(a, int64(len(n.data)), 4096, n.mtime) }
+
+// fileAttr fills the attributes of a file imgfs makes up (not from a layer).
+func fileAttr(a *fuse.Attr, size int64, blksize uint32, mtime time.Time) {
 	a.Mode = syscall.S_IFREG | 0o444
-	a.Size = uint64(len(n.data))
+	a.Size = uint64(size)
 	a.Nlink = 1
-	a.Blksize = 4096
+	a.Blksize = blksize
 	a.Blocks = (a.Size + 511) / 512
-	setTimes(a, n.mtime)
+	setTimes(a, mtime)
 }
 
 func (n *bytesNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -322,6 +325,11 @@ func (n *bytesNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.At
 }
 
 func (n *bytesNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	return openMadeUp(flags)
+}
+
+// openMadeUp opens a file imgfs makes up: for reading only, its pages kept (it never changes).
+func openMadeUp(flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
 	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC) != 0 {
 		return nil, 0, syscall.EROFS
 	}
