@@ -227,6 +227,23 @@ func ino(parts ...any) uint64 {
 	return n
 }
 
+// dotEntry is "." (i 0, inode self) or ".." (i 1, the parent's inode; self at the root).
+func dotEntry(n *gofs.Inode, i int, self uint64) fuse.DirEntry {
+	if i == 0 {
+		return fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: self}
+	}
+	ino := self
+	if _, p := n.Parent(); p != nil {
+		ino = p.StableAttr().Ino
+	}
+	return fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: ino}
+}
+
+// withDots puts "." and ".." before a directory's entries, as every directory lists them.
+func withDots(n *gofs.Inode, self uint64, list []fuse.DirEntry) []fuse.DirEntry {
+	return append([]fuse.DirEntry{dotEntry(n, 0, self), dotEntry(n, 1, self)}, list...)
+}
+
 // setTimeouts sets an entry's cache timeouts.
 func setTimeouts(out *fuse.EntryOut, d time.Duration) {
 	out.SetEntryTimeout(d)

@@ -198,7 +198,7 @@ func (n *imageNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno)
 		}
 		list = append(list, e)
 	}
-	return gofs.NewListDirStream(list), 0
+	return gofs.NewListDirStream(withDots(&n.Inode, n.ino, list)), 0
 }
 
 func (n *imageNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
@@ -274,7 +274,7 @@ func (n *layersNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno
 	for i := range list {
 		list[i] = fuse.DirEntry{Name: strconv.Itoa(i), Mode: syscall.S_IFDIR, Ino: treeIno(n.layerBase(i), 0)}
 	}
-	return gofs.NewListDirStream(list), 0
+	return gofs.NewListDirStream(withDots(&n.Inode, n.ino, list)), 0
 }
 
 func (n *layersNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {

@@ -189,8 +189,12 @@ func (n *nameNode) imageChild(ctx context.Context, name string, img store.Image,
 
 func (n *nameNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	d := n.fs.tree().find(n.path)
+	self := nameIno(n.path)
+	if n.path == "" {
+		self = 1
+	}
 	if d == nil {
-		return gofs.NewListDirStream(nil), 0
+		return gofs.NewListDirStream(withDots(&n.Inode, self, nil)), 0
 	}
 	list := make([]fuse.DirEntry, 0, len(d.list))
 	for _, name := range d.list {
@@ -204,7 +208,7 @@ func (n *nameNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) 
 		}
 		list = append(list, e)
 	}
-	return gofs.NewListDirStream(list), 0
+	return gofs.NewListDirStream(withDots(&n.Inode, self, list)), 0
 }
 
 func (n *nameNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {

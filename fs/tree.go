@@ -322,8 +322,8 @@ func (n *treeNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) 
 	return &treeDir{n: n}, 0
 }
 
-// treeDir is an open directory of a tree: a position among its children. Entry i has
-// offset i+1 (where the next read starts).
+// treeDir is an open directory of a tree: a position in ".", "..", then its children.
+// Entry i has offset i+1 (where the next read starts).
 type treeDir struct {
 	n  *treeNode
 	i  int
@@ -338,7 +338,10 @@ var (
 )
 
 func (d *treeDir) HasNext() bool {
-	_, ok := d.n.t.child(d.n.n, d.i)
+	if d.i < 2 {
+		return true
+	}
+	_, ok := d.n.t.child(d.n.n, d.i-2)
 	return ok
 }
 
@@ -350,8 +353,15 @@ func (d *treeDir) Next() (fuse.DirEntry, syscall.Errno) {
 	return *de, errno
 }
 
+// Readdirent returns "." and ".." (positions 0 and 1), then the children in name order.
 func (d *treeDir) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
-	c, ok := d.n.t.child(d.n.n, d.i)
+	if d.i < 2 {
+		d.i++
+		d.de = dotEntry(&d.n.Inode, d.i-1, d.n.inode())
+		d.de.Off = uint64(d.i)
+		return &d.de, 0
+	}
+	c, ok := d.n.t.child(d.n.n, d.i-2)
 	if !ok {
 		return nil, 0
 	}
@@ -366,7 +376,7 @@ func (d *treeDir) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 	if off > math.MaxInt32 {
 		return syscall.EINVAL
 	}
-	if _, ok := d.n.t.child(d.n.n, int(off)-1); off > 0 && !ok {
+	if _, ok := d.n.t.child(d.n.n, int(off)-3); off > 2 && !ok {
 		return syscall.EINVAL
 	}
 	d.i = int(off)

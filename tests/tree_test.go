@@ -31,6 +31,13 @@ func TestNames(t *testing.T) {
 	if got, want := ok(t, filepath.Dir(f.appDir()), "ls"), "export.tar\nv1\n"; got != want {
 		t.Errorf("ls of a repository: %q, want %q", got, want)
 	}
+	// Every directory lists "." and "..", as on a local disk.
+	for _, d := range []string{f.mnt, f.appDir(), filepath.Join(f.appDir(), "layers"), filepath.Join(f.appDir(), "rootfs"),
+		filepath.Join(f.appDir(), "layers", "0")} {
+		if got := ok(t, d, "ls", "-a"); !strings.HasPrefix(got, ".\n..\n") {
+			t.Errorf("ls -a %s: %q, want . and .. first", d, got)
+		}
+	}
 	// An untagged image, by ID prefix and by whole ID; not by a prefix under 12 digits.
 	for _, name := range []string{f.helloID[:7+12], f.helloID} {
 		if got := ok(t, f.mnt, "ls", name+"/layers/0"); got != "hello\n" {
