@@ -35,9 +35,8 @@ type image struct {
 
 	exports map[string]*exportPlan // by name ("" untagged), made on first use; under mu
 
-	rootfsOnce sync.Once // rootfs is merged once, outside mu: indexing a layer may take a while
-	rootfs     tree
-	rootfsErr  error
+	rootfsMu sync.Mutex // rootfs is merged once, outside mu: indexing a layer may take a while
+	rootfs   tree       // nil until merged
 }
 
 func newImage(f *FS, img store.Image) *image {

@@ -13,28 +13,31 @@ const rootfsAvailable = true
 // rootfsTree returns the image's merged tree, built on first use from its layer indexes
 // and kept (images never change).
 func (im *image) rootfsTree() (tree, error) {
-	im.rootfsOnce.Do(func() {
-		ixs := make([]*layerindex.Index, len(im.img.Manifest.Layers))
-		for i := range ixs {
-			ix, err := im.layerIndex(i)
-			if err != nil {
-				im.rootfsErr = fmt.Errorf("layer %d (%s): %w", i, im.img.Manifest.Layers[i].Digest, err)
-				return
-			}
-			ixs[i] = ix
-		}
-		t, err := overlay.Merge(ixs)
+	im.rootfsMu.Lock()
+	defer im.rootfsMu.Unlock()
+	if im.rootfs != nil {
+		return im.rootfs, nil
+	}
+	// A failure is not kept (a layer index may be built or mended meanwhile): the next
+	// lookup tries again.
+	ixs := make([]*layerindex.Index, len(im.img.Manifest.Layers))
+	for i := range ixs {
+		ix, err := im.layerIndex(i)
 		if err != nil {
-			im.rootfsErr = err
-			return
+			return nil, fmt.Errorf("layer %d (%s): %w", i, im.img.Manifest.Layers[i].Digest, err)
 		}
-		if n := t.Dropped(); n > 0 {
-			im.fs.log.Warn("rootfs: tar entries left out (empty or NUL names, hard links to nothing, unknown types)",
-				"image", im.label, "count", n)
-		}
-		im.rootfs = mergedTree{t, ixs}
-	})
-	return im.rootfs, im.rootfsErr
+		ixs[i] = ix
+	}
+	t, err := overlay.Merge(ixs)
+	if err != nil {
+		return nil, err
+	}
+	if n := t.Dropped(); n > 0 {
+		im.fs.log.Warn("rootfs: tar entries left out (empty or NUL names, hard links to nothing, unknown types)",
+			"image", im.label, "count", n)
+	}
+	im.rootfs = mergedTree{t, ixs}
+	return im.rootfs, nil
 }
 
 // mergedTree shows an overlay.Tree through the tree interface the nodes use.
