@@ -36,16 +36,24 @@ func (l fsLayers) Layer(desc ocispec.Descriptor) (io.ReaderAt, int64, error) {
 }
 
 // exportPlan is an archive planned on first use and kept: planning reads the manifests,
-// configs and layer indexes, never layer contents.
+// configs and layer indexes, never layer contents. A failure is not kept: the next lookup
+// plans again.
 type exportPlan struct {
-	once sync.Once
-	a    *export.Archive
-	err  error
+	mu sync.Mutex
+	a  *export.Archive
 }
 
 func (p *exportPlan) get(f *FS, imgs []store.Image) (*export.Archive, error) {
-	p.once.Do(func() { p.a, p.err = export.New(f.store, imgs, fsLayers{f}) })
-	return p.a, p.err
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.a == nil {
+		a, err := export.New(f.store, imgs, fsLayers{f})
+		if err != nil {
+			return nil, err
+		}
+		p.a = a
+	}
+	return p.a, nil
 }
 
 // exportNode is an export.tar: its size is the plan's, its bytes are made as they are read.
