@@ -27,6 +27,7 @@ import (
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/imgfs/imgfs/internal/testimg"
 	"github.com/imgfs/imgfs/store"
 )
 
@@ -211,45 +212,10 @@ func TestFixture(t *testing.T) {
 	}
 }
 
-// testLayer makes a layer tar of the given files (name → content).
-func testLayer(t *testing.T, files map[string][]byte) []byte {
-	t.Helper()
-	var b bytes.Buffer
-	tw := tar.NewWriter(&b)
-	names := make([]string, 0, len(files))
-	for n := range files {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	for _, n := range names {
-		if err := tw.WriteHeader(&tar.Header{Name: n, Mode: 0o644, Size: int64(len(files[n])), ModTime: time.Unix(1700000000, 0), Typeflag: tar.TypeReg}); err != nil {
-			t.Fatal(err)
-		}
-		tw.Write(files[n])
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return b.Bytes()
-}
-
 func randomBytes(seed int64, n int) []byte {
 	b := make([]byte, n)
 	rand.New(rand.NewSource(seed)).Read(b)
 	return b
-}
-
-func writeBlob(t *testing.T, dir, mediaType string, data []byte) ocispec.Descriptor {
-	t.Helper()
-	d := digest.FromBytes(data)
-	p := filepath.Join(dir, "blobs", "sha256", d.Encoded())
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return ocispec.Descriptor{MediaType: mediaType, Digest: d, Size: int64(len(data))}
 }
 
 func gz(t *testing.T, b []byte) []byte {
@@ -284,7 +250,7 @@ func testLayout(t *testing.T, images []testImage) string {
 		var layers []ocispec.Descriptor
 		var diffIDs []string
 		for _, l := range im.layers {
-			layers = append(layers, writeBlob(t, dir, ocispec.MediaTypeImageLayerGzip, gz(t, l)))
+			layers = append(layers, testimg.WriteBlob(t, dir, ocispec.MediaTypeImageLayerGzip, gz(t, l)))
 			diffIDs = append(diffIDs, `"`+digest.FromBytes(l).String()+`"`)
 		}
 		cfg := fmt.Sprintf(`{"architecture":"amd64","os":"linux","created":%q,"config":%s,"rootfs":{"type":"layers","diff_ids":[%s]}}`,
@@ -292,13 +258,13 @@ func testLayout(t *testing.T, images []testImage) string {
 		m, err := json.Marshal(ocispec.Manifest{
 			Versioned: specs.Versioned{SchemaVersion: 2},
 			MediaType: ocispec.MediaTypeImageManifest,
-			Config:    writeBlob(t, dir, ocispec.MediaTypeImageConfig, []byte(cfg)),
+			Config:    testimg.WriteBlob(t, dir, ocispec.MediaTypeImageConfig, []byte(cfg)),
 			Layers:    layers,
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
-		d := writeBlob(t, dir, ocispec.MediaTypeImageManifest, m)
+		d := testimg.WriteBlob(t, dir, ocispec.MediaTypeImageManifest, m)
 		n, err := reference.ParseNormalizedNamed(im.ref)
 		if err != nil {
 			t.Fatal(err)
@@ -316,9 +282,9 @@ func testLayout(t *testing.T, images []testImage) string {
 // multiStore holds two images sharing their bottom layer, the first with two tags.
 func multiStore(t *testing.T) (*store.Store, []store.Image, [][]byte) {
 	t.Helper()
-	l1 := testLayer(t, map[string][]byte{"big": randomBytes(1, 5<<20+123), "etc/hostname": []byte("x\n")})
-	l2 := testLayer(t, map[string][]byte{"app/bin": randomBytes(2, 3<<20+77), "app/conf": []byte("a=<b>&c\n")})
-	l3 := testLayer(t, map[string][]byte{"base/file": randomBytes(3, 70000)})
+	l1 := testimg.Tar(t, map[string][]byte{"big": randomBytes(1, 5<<20+123), "etc/hostname": []byte("x\n")})
+	l2 := testimg.Tar(t, map[string][]byte{"app/bin": randomBytes(2, 3<<20+77), "app/conf": []byte("a=<b>&c\n")})
+	l3 := testimg.Tar(t, map[string][]byte{"base/file": randomBytes(3, 70000)})
 	dir := testLayout(t, []testImage{
 		{ref: "example.com/team/app:v1", created: "2024-03-04T05:06:07.891Z", layers: [][]byte{l1, l2},
 			config: `{"Env":["PATH=/bin","X=<&>"],"Cmd":["serve"],"ExposedPorts":{"8080/tcp":{},"53/udp":{}},` +

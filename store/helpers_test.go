@@ -1,18 +1,17 @@
 package store
 
 import (
-	"archive/tar"
 	"bytes"
 	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"github.com/imgfs/imgfs/internal/testimg"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
 	"testing"
-	"time"
 
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
@@ -31,27 +30,13 @@ func openStore(t testing.TB) *Store {
 // gzipLayer makes a gzip-compressed tar layer holding files (name -> content).
 func gzipLayer(t testing.TB, files map[string]string) []byte {
 	t.Helper()
-	var tb bytes.Buffer
-	tw := tar.NewWriter(&tb)
-	names := make([]string, 0, len(files))
-	for n := range files {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		body := files[n]
-		if err := tw.WriteHeader(&tar.Header{Name: n, Typeflag: tar.TypeReg, Mode: 0o644,
-			Size: int64(len(body)), ModTime: time.Unix(1700000000, 0)}); err != nil {
-			t.Fatal(err)
-		}
-		tw.Write([]byte(body))
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
+	bs := make(map[string][]byte, len(files))
+	for n, body := range files {
+		bs[n] = []byte(body)
 	}
 	var gz bytes.Buffer
 	zw := gzip.NewWriter(&gz)
-	zw.Write(tb.Bytes())
+	zw.Write(testimg.Tar(t, bs))
 	zw.Close()
 	return gz.Bytes()
 }

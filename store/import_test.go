@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/imgfs/imgfs/internal/testimg"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -78,27 +79,13 @@ type testImg struct {
 	DiffIDs  []digest.Digest
 }
 
-// writeLayoutBlob writes data as a blob of the OCI layout at dir.
-func writeLayoutBlob(t testing.TB, dir, mediaType string, data []byte) ocispec.Descriptor {
-	t.Helper()
-	d := digest.FromBytes(data)
-	p := filepath.Join(dir, "blobs", "sha256", d.Encoded())
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return ocispec.Descriptor{MediaType: mediaType, Digest: d, Size: int64(len(data))}
-}
-
 func writeLayoutJSON(t testing.TB, dir, mediaType string, v any) ocispec.Descriptor {
 	t.Helper()
 	data, err := json.Marshal(v)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return writeLayoutBlob(t, dir, mediaType, data)
+	return testimg.WriteBlob(t, dir, mediaType, data)
 }
 
 // writeTestImage writes an image of two layers into the OCI layout at dir (blobs only): a
@@ -124,8 +111,8 @@ func writeTestImage(t testing.TB, dir string, p ocispec.Platform, big []byte) te
 	})
 	img := testImg{DiffIDs: []digest.Digest{digest.FromBytes(tar1), digest.FromBytes(tar2)}}
 	img.Layers = []ocispec.Descriptor{
-		writeLayoutBlob(t, dir, ocispec.MediaTypeImageLayerGzip, gzipBytes(t, tar1)),
-		writeLayoutBlob(t, dir, ocispec.MediaTypeImageLayer, tar2),
+		testimg.WriteBlob(t, dir, ocispec.MediaTypeImageLayerGzip, gzipBytes(t, tar1)),
+		testimg.WriteBlob(t, dir, ocispec.MediaTypeImageLayer, tar2),
 	}
 	created := time.Unix(1700000000, 0).UTC()
 	cfg := ocispec.Image{
