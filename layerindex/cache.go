@@ -3,6 +3,7 @@ package layerindex
 import (
 	"container/list"
 	"errors"
+	"math/bits"
 	"runtime"
 	"sync"
 
@@ -13,19 +14,28 @@ import (
 const DefaultCacheSize = 64 << 20
 
 // Cache keeps recently decoded spans of any number of layers, least recently used first
-// out. Concurrent requests for one span decode it once. The zero value is not usable; call
-// NewCache.
+// out, except that spans decoded ahead of a reader stay until a reader has had them (a
+// reader that goes forward reads them next, and again the span it just left far later). Concurrent requests for one span decode it once. The buffers of spans that leave the
+// cache are used again for the next spans decoded: a sequential read of a whole image
+// would otherwise allocate (and have the kernel zero) a fresh buffer for every span. The
+// zero value is not usable; call NewCache.
 type Cache struct {
 	mu    sync.Mutex
 	max   int64
 	used  int64
 	lru   list.List // of *cached, most recently used in front
 	items map[spanKey]*cached
+	free  [][]byte // buffers no entry holds, for alloc
+	made  int      // buffers allocated
 
 	// decoders bounds the spans decoded ahead of readers, all layers together, so that
 	// read-ahead uses the spare cores and no more.
 	decoders chan struct{}
 }
+
+// maxFree bounds the buffers kept for reuse: one freed by each eviction is taken by the
+// next decode, so a few cover decoders running at once.
+const maxFree = 2
 
 type spanKey struct {
 	blob       digest.Digest
@@ -33,12 +43,18 @@ type spanKey struct {
 	crc        uint32 // and a span is served only to an index that vouches for its bytes
 }
 
+// cached is a span in the cache or on its way there. Its buffer goes back to the free list
+// once nobody holds it: refs counts the callers of get that have not released it yet, plus
+// one while the entry is in the LRU list.
 type cached struct {
 	key  spanKey
 	data []byte
-	elem *list.Element // nil while the span is being decoded
+	elem *list.Element // nil while the span is being decoded, and after eviction
 	done chan struct{} // closed once data or err is set
 	err  error
+	refs int
+	// ahead: decoded ahead of readers, no reader had it yet.
+	ahead bool
 
 	// passed is the span, decoded by another decoder on its way further while this one
 	// was pending: the pending decoder takes it rather than decode the span again.
@@ -58,20 +74,30 @@ func NewCache(maxBytes int64) *Cache {
 	}
 }
 
-// get returns the span under key, calling fill to decode it if no one has or is.
-func (c *Cache) get(key spanKey, fill func() ([]byte, error)) ([]byte, error) {
+// get returns the span under key, calling fill to decode it if no one has or is. The
+// caller holds the entry, whose data stays valid, until it calls release. ahead says the
+// caller decodes ahead of readers.
+func (c *Cache) get(key spanKey, ahead bool, fill func() ([]byte, error)) (*cached, error) {
 	c.mu.Lock()
 	if e, ok := c.items[key]; ok {
+		e.refs++
+		if !ahead {
+			e.ahead = false
+		}
 		if e.elem != nil {
 			c.lru.MoveToFront(e.elem)
 			c.mu.Unlock()
-			return e.data, nil
+			return e, nil
 		}
 		c.mu.Unlock()
 		<-e.done
-		return e.data, e.err
+		if e.err != nil {
+			c.release(e)
+			return nil, e.err
+		}
+		return e, nil
 	}
-	e := &cached{key: key, done: make(chan struct{})}
+	e := &cached{key: key, done: make(chan struct{}), refs: 1, ahead: ahead}
 	c.items[key] = e
 	c.mu.Unlock()
 
@@ -80,43 +106,114 @@ func (c *Cache) get(key spanKey, fill func() ([]byte, error)) ([]byte, error) {
 	data, err := []byte(nil), errFillPanicked
 	defer func() {
 		c.mu.Lock()
-		e.data, e.err, e.passed = data, err, nil
+		if e.passed != nil {
+			c.recycleLocked(e.passed) // fill decoded the span itself
+			e.passed = nil
+		}
 		if err != nil {
 			delete(c.items, key)
+			e.err = err
+			e.refs--
 		} else {
+			e.data = data
+			e.refs++ // the LRU list's
 			c.insertLocked(e)
 		}
 		c.mu.Unlock()
 		close(e.done)
 	}()
 	data, err = fill()
-	return data, err
+	if err != nil {
+		return nil, err
+	}
+	return e, nil
 }
 
 var errFillPanicked = errors.New("layerindex: decoding the span panicked")
 
-// put adds a span decoded on the way to another one, unless it is already there or on its way.
+// release gives back an entry that get returned.
+func (c *Cache) release(e *cached) {
+	c.mu.Lock()
+	c.unrefLocked(e)
+	c.mu.Unlock()
+}
+
+func (c *Cache) unrefLocked(e *cached) {
+	e.refs--
+	if e.refs == 0 && e.data != nil {
+		c.recycleLocked(e.data)
+		e.data = nil
+	}
+}
+
+// alloc returns a buffer of n bytes, whose contents are undefined.
+func (c *Cache) alloc(n int64) []byte {
+	c.mu.Lock()
+	for i := len(c.free) - 1; i >= 0; i-- {
+		if b := c.free[i]; int64(cap(b)) >= n {
+			c.free = append(c.free[:i], c.free[i+1:]...)
+			c.mu.Unlock()
+			return b[:n]
+		}
+	}
+	c.made++
+	c.mu.Unlock()
+	return make([]byte, n, bufCap(n))
+}
+
+// bufCap rounds n up to the next of eight sizes per power of two, so that a freed buffer
+// fits most spans after it: their lengths differ by the part of a DEFLATE block that runs
+// past SpanSize.
+func bufCap(n int64) int64 {
+	step := max(int64(4096), int64(1)<<(bits.Len64(uint64(n))-1)/8)
+	return (n + step - 1) / step * step
+}
+
+// recycleLocked keeps a buffer that nobody holds any more for alloc, or lets it go when
+// enough are kept (the smallest first, as they fit the fewest spans).
+func (c *Cache) recycleLocked(b []byte) {
+	if len(c.free) < maxFree {
+		c.free = append(c.free, b)
+		return
+	}
+	small := 0
+	for i, f := range c.free {
+		if cap(f) < cap(c.free[small]) {
+			small = i
+		}
+	}
+	if cap(b) > cap(c.free[small]) {
+		c.free[small] = b
+	}
+}
+
+// put adds a span decoded on the way to another one, unless it is already there or on its
+// way. The cache owns data from then on.
 func (c *Cache) put(key spanKey, data []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e, ok := c.items[key]; ok {
 		if e.elem == nil && e.passed == nil {
 			e.passed = data
+		} else {
+			c.recycleLocked(data)
 		}
 		return
 	}
-	e := &cached{key: key, data: data, done: make(chan struct{})}
+	e := &cached{key: key, data: data, done: make(chan struct{}), refs: 1, ahead: true}
 	close(e.done)
 	c.items[key] = e
 	c.insertLocked(e)
 }
 
-// passed returns a pending span's bytes that another decoder produced on its way.
+// passed hands over a pending span's bytes that another decoder produced on its way.
 func (c *Cache) passed(key spanKey) []byte {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e, ok := c.items[key]; ok {
-		return e.passed
+		b := e.passed
+		e.passed = nil
+		return b
 	}
 	return nil
 }
@@ -131,11 +228,21 @@ func (c *Cache) has(key spanKey) bool {
 
 func (c *Cache) insertLocked(e *cached) {
 	e.elem = c.lru.PushFront(e)
-	c.used += int64(len(e.data))
+	c.used += bufCap(int64(len(e.data)))
 	for c.used > c.max && c.lru.Len() > 1 {
-		old := c.lru.Remove(c.lru.Back()).(*cached)
+		victim := c.lru.Back()
+		for el := victim; el != nil; el = el.Prev() {
+			if !el.Value.(*cached).ahead {
+				victim = el
+				break
+			}
+		}
+		old := c.lru.Remove(victim).(*cached)
+
+		old.elem = nil
 		delete(c.items, old.key)
-		c.used -= int64(len(old.data))
+		c.used -= bufCap(int64(len(old.data)))
+		c.unrefLocked(old)
 	}
 }
 

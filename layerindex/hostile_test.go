@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"math"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -59,12 +60,18 @@ func TestCachePanickingFill(t *testing.T) {
 	key := spanKey{blob: digest.FromString("x")}
 	func() {
 		defer func() { recover() }()
-		c.get(key, func() ([]byte, error) { panic("boom") })
+		c.get(key, false, func() ([]byte, error) { panic("boom") })
 	}()
 	done := make(chan []byte)
 	go func() {
-		b, _ := c.get(key, func() ([]byte, error) { return []byte("ok"), nil })
-		done <- b
+		e, err := c.get(key, false, func() ([]byte, error) { return []byte("ok"), nil })
+		if err != nil {
+			t.Error(err)
+			done <- nil
+			return
+		}
+		done <- bytes.Clone(e.data)
+		c.release(e)
 	}()
 	select {
 	case b := <-done:
@@ -159,5 +166,120 @@ func TestTruncatedZstdFrameHeader(t *testing.T) {
 		if !errors.Is(err, io.ErrUnexpectedEOF) || !strings.Contains(err.Error(), "truncated") {
 			t.Errorf("tail % x: %v, want a truncation error", tail, err)
 		}
+	}
+}
+
+// A whole layer read in order, twice, through a cache of a few spans decodes into a few
+// buffers used again and again, not one buffer per span. Readers at random offsets at the
+// same time, which hold spans while they copy and make buffers of their own, still get the
+// right bytes.
+func TestCacheReusesBuffers(t *testing.T) {
+	data := goTar(t)
+	blob := gzipLevel(t, data, 6)
+	span := int64(len(data) / 32) // spans long beside DEFLATE blocks, as in real layers
+	ix := build(t, blob, span)
+	c := NewCache(4 * bufCap(span+1))
+	r, err := NewReader(bytes.NewReader(blob), ix, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	made := func() int {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.made
+	}
+	sequential := func() {
+		t.Helper()
+		var got bytes.Buffer
+		if _, err := io.Copy(&got, io.NewSectionReader(r, 0, r.Size())); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got.Bytes(), data) {
+			t.Fatal("sequential read differs")
+		}
+	}
+
+	sequential()
+	sequential()
+	// Without reuse, a buffer per span decoded. With it, the buffers of the cache, of the
+	// decoders ahead, of the reader and the free ones, and a few made when no free one was
+	// long enough.
+	if n := made(); n > len(r.spans)/2 {
+		t.Errorf("%d buffers made for %d spans read twice", n, len(r.spans))
+	}
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for g := 0; g < 3; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(g), 3))
+			p := make([]byte, 100<<10)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				off := rng.Int64N(int64(len(data)))
+				n, err := r.ReadAt(p, off)
+				if err != nil && err != io.EOF || !bytes.Equal(p[:n], data[off:off+int64(n)]) {
+					t.Errorf("random read at %d: %d bytes, %v: wrong", off, n, err)
+					return
+				}
+			}
+		}(g)
+	}
+	sequential()
+	sequential()
+	close(stop)
+	wg.Wait()
+}
+
+// A reader going forward in FUSE-sized reads, with the decoders working far ahead of it
+// in a cache with little room to spare, gets every span decoded once: the spans decoded
+// ahead are not pushed out by the ones it has left behind.
+func TestReadAheadDecodesOnce(t *testing.T) {
+	data := goTar(t)
+	blob := gzipLevel(t, data, 6)
+	ix := build(t, blob, 256<<10)
+	r, err := NewReader(bytes.NewReader(blob), ix, NewCache(6*bufCap(256<<10+1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	p := make([]byte, 16<<10)
+	for off := int64(0); off < r.Size(); off += int64(len(p)) {
+		n, err := r.ReadAt(p, off)
+		if err != nil && err != io.EOF || !bytes.Equal(p[:n], data[off:off+int64(n)]) {
+			t.Fatalf("read at %d: %d bytes, %v", off, n, err)
+		}
+	}
+	if got := r.decoded.Load(); got != int64(len(r.spans)) {
+		t.Errorf("%d spans decoded for %d spans read once in order", got, len(r.spans))
+	}
+}
+
+// Spans decoded ahead stay while spans already read go: a reader going forward wants the
+// former next.
+func TestCacheKeepsSpansAhead(t *testing.T) {
+	const size = 100 << 10
+	c := NewCache(3 * bufCap(size))
+	key := func(i int64) spanKey {
+		return spanKey{blob: digest.FromString("x"), start: i * size, end: (i + 1) * size}
+	}
+	c.put(key(1), make([]byte, size)) // decoded ahead
+	c.put(key(2), make([]byte, size))
+	for _, i := range []int64{0, 3} { // read, and the reader moves on
+		e, err := c.get(key(i), false, func() ([]byte, error) { return c.alloc(size), nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.release(e)
+	}
+	if !c.has(key(1)) || !c.has(key(2)) || c.has(key(0)) || !c.has(key(3)) {
+		t.Errorf("cache holds spans 0-3: %v %v %v %v, want false true true true", c.has(key(0)), c.has(key(1)), c.has(key(2)), c.has(key(3)))
 	}
 }

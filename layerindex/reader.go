@@ -7,6 +7,7 @@ import (
 	"io"
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	"github.com/imgfs/imgfs/layerindex/internal/inflate"
 )
@@ -21,12 +22,14 @@ type Reader struct {
 	cache *Cache
 	spans []span
 
-	seqMu    sync.Mutex // held while decoding a span that is not at a checkpoint
-	mu       sync.Mutex
-	parked   *spanDecoder   // a decoder stopped at the start of span parked.next, for sequential reads
-	lastSpan int            // the span where the previous read ended
-	closed   bool           // Close was called: start no read-ahead, park nothing
-	ahead    sync.WaitGroup // read-ahead goroutines in flight
+	seqMu     sync.Mutex // held while decoding a span that is not at a checkpoint
+	mu        sync.Mutex
+	parked    *spanDecoder   // a decoder stopped at the start of span parked.next, for sequential reads
+	lastSpan  int            // the span where the previous read ended
+	streaming bool           // the previous read followed the one before it
+	closed    bool           // Close was called: start no read-ahead, park nothing
+	ahead     sync.WaitGroup // read-ahead goroutines in flight
+	decoded   atomic.Int64   // spans decoded, for tests
 }
 
 // span is a unit of decoding and caching: a checkpoint interval, or a SpanSize piece of a
@@ -131,14 +134,23 @@ func (r *Reader) readSpans(p []byte, off int64) (int, error) {
 	// even when they come a little out of order (as the kernel's read-ahead sends them).
 	r.mu.Lock()
 	sequential := i == r.lastSpan || i == r.lastSpan+1
+	r.streaming = sequential
+	if sequential {
+		r.lastSpan = i // the decoders ahead go on from here, not from behind
+	}
 	r.mu.Unlock()
+	if sequential {
+		// Before this read waits for its own span: the decoders ahead keep going meanwhile.
+		r.readAhead(i + 1)
+	}
 	n := 0
 	for n < len(p) {
-		data, err := r.span(i)
+		e, err := r.span(i, false)
 		if err != nil {
 			return n, err
 		}
-		n += copy(p[n:], data[off+int64(n)-r.spans[i].start:])
+		n += copy(p[n:], e.data[off+int64(n)-r.spans[i].start:])
+		r.cache.release(e)
 		if n < len(p) {
 			i++
 		}
@@ -157,22 +169,29 @@ func (r *Reader) key(i int) spanKey {
 	return spanKey{r.ix.BlobDigest, s.start, s.end, r.ix.Checkpoints[s.cp].CRCs[s.piece]}
 }
 
-func (r *Reader) span(i int) ([]byte, error) {
-	return r.cache.get(r.key(i), func() ([]byte, error) { return r.decode(i) })
+// span returns span i from the cache, decoding it if needed; the caller releases it. ahead
+// says that no reader asked for the span yet.
+func (r *Reader) span(i int, ahead bool) (*cached, error) {
+	return r.cache.get(r.key(i), ahead, func() ([]byte, error) { return r.decode(i) })
 }
 
-// readAhead decodes the spans after a sequential read in the background: as many at once as
-// the cache has decoders and room for, or one where spans are pieces of one interval (only
-// the parked decoder goes on from there cheaply; a second one would start at the checkpoint).
+// readAhead decodes the spans after a sequential read in the background, on as many
+// decoders as the cache has, as far ahead as the cache has room for beside the span being
+// read; only one span ahead where spans are pieces of one interval (only the parked decoder
+// goes on from there cheaply; a second one would start at the checkpoint).
 func (r *Reader) readAhead(from int) {
-	if from >= len(r.spans) {
+	if from < 1 || from >= len(r.spans) {
 		return
 	}
-	depth := min(cap(r.cache.decoders), max(1, int(r.cache.max/(4*r.ix.SpanSize))))
-	if r.ix.Sequential || r.spans[from].piece > 0 {
-		depth = 1
-	}
-	for i := from; i < len(r.spans) && i < from+depth; i++ {
+	// The spans ahead must fit in the cache beside the one being read, or they would push
+	// each other out before the reader gets to them.
+	room := r.cache.max - r.spanCap(from-1)
+	one := r.ix.Sequential || r.spans[from].piece > 0
+	for i := from; i < len(r.spans); i++ {
+		room -= r.spanCap(i)
+		if i > from && (room < 0 || one) {
+			return
+		}
 		if r.cache.has(r.key(i)) {
 			continue
 		}
@@ -190,11 +209,27 @@ func (r *Reader) readAhead(from int) {
 		r.ahead.Add(1)
 		r.mu.Unlock()
 		go func(i int) {
-			defer func() { <-r.cache.decoders; r.ahead.Done() }()
-			r.span(i) // an error shows again when a reader asks for the span
+			defer r.ahead.Done()
+			e, err := r.span(i, true)
+			<-r.cache.decoders
+			if err != nil {
+				return // the error shows again when a reader asks for the span
+			}
+			r.cache.release(e)
+			// Go on ahead of the reader without waiting for its next read, so that the
+			// decoders stay busy while it waits for a span or copies one.
+			r.mu.Lock()
+			next, streaming := r.lastSpan+1, r.streaming
+			r.mu.Unlock()
+			if streaming {
+				r.readAhead(next)
+			}
 		}(i)
 	}
 }
+
+// spanCap is what span i takes in the cache.
+func (r *Reader) spanCap(i int) int64 { return bufCap(r.spans[i].end - r.spans[i].start) }
 
 // decode produces span i. It goes on with the parked decoder if that stands between span i's
 // checkpoint and span i, or else starts one at the checkpoint, caching the spans it passes
@@ -230,7 +265,7 @@ func (r *Reader) decode(i int) ([]byte, error) {
 	var out []byte
 	for d.next <= i {
 		s := r.spans[d.next]
-		buf := make([]byte, s.end-s.start)
+		buf := r.cache.alloc(s.end - s.start)
 		if _, err := io.ReadFull(d.rd, buf); err != nil {
 			d.close()
 			if errors.Is(err, io.EOF) {
@@ -242,6 +277,7 @@ func (r *Reader) decode(i int) ([]byte, error) {
 			d.close()
 			return nil, r.spanError(d.next, fmt.Errorf("decoded bytes fail their checksum (CRC-32C %08x, index says %08x)", sum, want))
 		}
+		r.decoded.Add(1)
 		if d.next < i {
 			r.cache.put(r.key(d.next), buf)
 		} else {
@@ -265,7 +301,14 @@ func (r *Reader) park(d *spanDecoder) {
 		return
 	}
 	old := r.parked
-	r.parked = d
+	if old != nil && r.spans[old.next].piece > 0 && r.spans[d.next].piece == 0 {
+		// Decoders run ahead in parallel: keep the one inside a long interval, which no
+		// other decoder reaches without going through the interval again; d stands at a
+		// checkpoint, where a new decoder starts as cheaply.
+		old, r.parked = d, old
+	} else {
+		r.parked = d
+	}
 	r.mu.Unlock()
 	if old != nil {
 		old.close()
