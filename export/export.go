@@ -417,56 +417,132 @@ func (a *Archive) Size() int64 { return a.size }
 // ReadAt reads len(p) bytes of the archive at off. Layer content is read from Layers; a
 // layer that fails or is shorter than planned makes an error naming it, never zeros.
 func (a *Archive) ReadAt(p []byte, off int64) (int, error) {
+	n := 0
+	err := a.walk(off, len(p), func(b []byte) {
+		n += copy(p[n:], b)
+	}, func(m *member, rel int64, k int) error {
+		got, err := a.readLayer(m, p[n:n+k], rel)
+		n += got
+		return err
+	})
+	if err == nil && n < len(p) {
+		err = io.EOF
+	}
+	return n, err
+}
+
+// Pinner is a layer stream that can lend its bytes instead of copying them, as
+// layerindex.Reader does.
+type Pinner interface {
+	ReadPinned(off int64, n int) (bufs [][]byte, release func(), err error)
+}
+
+// ReadPinned is ReadAt without the copy where the layers are Pinners: it returns the n
+// bytes at off (fewer at the end, with io.EOF) as slices of the plan's headers and
+// documents and of the layers' own buffers. They stay valid until release is called,
+// which must be once, also after an error.
+func (a *Archive) ReadPinned(off int64, n int) (bufs [][]byte, release func(), err error) {
+	var releases []func()
+	release = func() {
+		for _, r := range releases {
+			r()
+		}
+	}
+	got := 0
+	err = a.walk(off, n, func(b []byte) {
+		bufs = append(bufs, b)
+		got += len(b)
+	}, func(m *member, rel int64, k int) error {
+		r, err := a.openLayer(m)
+		if err != nil {
+			return err
+		}
+		p, ok := r.(Pinner)
+		if !ok {
+			b := make([]byte, k)
+			k, err := a.readLayer(m, b, rel)
+			bufs = append(bufs, b[:k])
+			got += k
+			return err
+		}
+		lent, give, err := p.ReadPinned(rel, k)
+		releases = append(releases, give)
+		for _, b := range lent {
+			bufs = append(bufs, b)
+			got += len(b)
+		}
+		if err == nil || err == io.EOF {
+			if sum := lengths(lent); sum < k {
+				err = fmt.Errorf("short read: %d bytes at %d, %d wanted", sum, rel, k)
+			} else {
+				return nil
+			}
+		}
+		return fmt.Errorf("export: layer %s: %w", m.desc.Digest, err)
+	})
+	if err == nil && got < n {
+		err = io.EOF
+	}
+	return bufs, release, err
+}
+
+func lengths(bufs [][]byte) int {
+	n := 0
+	for _, b := range bufs {
+		n += len(b)
+	}
+	return n
+}
+
+// walk goes through the n bytes of the archive at off in order: fixed gets the bytes of
+// headers, documents, padding and the trailer, layer the k bytes of a layer member's
+// content at rel.
+func (a *Archive) walk(off int64, n int, fixed func(b []byte), layer func(m *member, rel int64, k int) error) error {
 	if off < 0 {
-		return 0, errors.New("export: negative offset")
+		return errors.New("export: negative offset")
 	}
 	if off >= a.size {
-		return 0, io.EOF
+		return io.EOF
 	}
-	n := 0
+	done := 0
 	// The member holding off: the last one starting at or before it.
 	i := sort.Search(len(a.members), func(i int) bool { return a.members[i].off > off }) - 1
-	for n < len(p) && off < a.size {
+	for done < n && off < a.size {
+		want := n - done
+		var k int
 		if i >= len(a.members) { // the trailer
-			k := int(min(int64(len(p)-n), a.size-off))
-			clear(p[n : n+k])
-			n += k
+			k = int(min(int64(want), a.size-off))
+			fixed(zeros[:k])
+			done += k
 			off += int64(k)
 			continue
 		}
 		m := &a.members[i]
 		rel := off - m.off
 		hdrLen := int64(len(m.hdr))
-		var k int
 		switch {
 		case rel < hdrLen:
-			k = copy(p[n:], m.hdr[rel:])
+			k = int(min(int64(want), hdrLen-rel))
+			fixed(m.hdr[rel : rel+int64(k)])
 		case rel < hdrLen+m.size:
 			rel -= hdrLen
-			want := p[n : n+int(min(m.size-rel, int64(len(p)-n)))]
+			k = int(min(m.size-rel, int64(want)))
 			if m.desc == nil {
-				k = copy(want, m.data[rel:])
-			} else {
-				var err error
-				k, err = a.readLayer(m, want, rel)
-				if err != nil {
-					return n + k, err
-				}
+				fixed(m.data[rel : rel+int64(k)])
+			} else if err := layer(m, rel, k); err != nil {
+				return err
 			}
 		case off < m.end():
-			k = int(min(int64(len(p)-n), m.end()-off))
-			clear(p[n : n+k])
+			k = int(min(int64(want), m.end()-off))
+			fixed(zeros[:k])
 		default:
 			i++
 			continue
 		}
-		n += k
+		done += k
 		off += int64(k)
 	}
-	if n < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
+	return nil
 }
 
 // readLayer fills p from the layer of m at rel, all of it or an error.
@@ -517,26 +593,42 @@ func (a *Archive) WriteTo(w io.Writer) (int64, error) {
 				return written, err
 			}
 		} else {
-			if buf == nil {
-				buf = make([]byte, chunkSize)
-			}
 			r, err := a.openLayer(m)
 			if err != nil {
 				return written, err
 			}
+			pinner, lends := r.(Pinner)
 			for pos := int64(0); pos < m.size; {
-				chunk := buf[:min(int64(len(buf)), m.size-pos)]
-				k, err := r.ReadAt(chunk, pos)
-				if k < len(chunk) {
+				want := int(min(chunkSize, m.size-pos))
+				var lent [][]byte
+				give := func() {}
+				if lends {
+					lent, give, err = pinner.ReadPinned(pos, want)
+				} else {
+					if buf == nil {
+						buf = make([]byte, chunkSize)
+					}
+					var k int
+					k, err = r.ReadAt(buf[:want], pos)
+					lent = [][]byte{buf[:k]}
+				}
+				if k := lengths(lent); k < want {
+					give()
 					if err == nil || err == io.EOF {
-						err = fmt.Errorf("short read: %d bytes at %d, %d wanted", k, pos, len(chunk))
+						err = fmt.Errorf("short read: %d bytes at %d, %d wanted", k, pos, want)
 					}
 					return written, fmt.Errorf("export: layer %s: %w", m.desc.Digest, err)
 				}
-				if err := write(chunk); err != nil {
+				for _, b := range lent {
+					if err = write(b); err != nil {
+						break
+					}
+				}
+				give()
+				if err != nil {
 					return written, err
 				}
-				pos += int64(k)
+				pos += int64(want)
 			}
 		}
 		if pad := blocks(m.size) - m.size; pad > 0 {

@@ -453,7 +453,19 @@ func TestMultiImage(t *testing.T) {
 		off = max(off, 0)
 		// Up to 3 MiB, short ones more often (the race detector is slow at copying).
 		p := make([]byte, rng.Intn(3<<20+1)>>rng.Intn(10))
-		n, err := a.ReadAt(p, off)
+		var n int
+		var err error
+		if rng.Intn(2) == 0 {
+			n, err = a.ReadAt(p, off)
+		} else { // lent, not copied: the same bytes
+			var bufs [][]byte
+			var release func()
+			bufs, release, err = a.ReadPinned(off, len(p))
+			for _, b := range bufs {
+				n += copy(p[n:], b)
+			}
+			release()
+		}
 		want := all[min(off, int64(len(all))):min(off+int64(len(p)), int64(len(all)))]
 		if n != len(want) || !bytes.Equal(p[:n], want) {
 			return fmt.Errorf("ReadAt(%d bytes, %d) = %d bytes, want %d, equal %v", len(p), off, n, len(want), bytes.Equal(p[:n], want))
@@ -613,6 +625,9 @@ func TestLayerErrors(t *testing.T) {
 		"size": func(ocispec.Descriptor) (io.ReaderAt, int64, error) {
 			return shortReader{all[layerOff : layerOff+5000]}, 5000, nil
 		},
+		"short pinned": func(ocispec.Descriptor) (io.ReaderAt, int64, error) {
+			return shortPinner{shortReader{all[layerOff : layerOff+5000]}}, 10752, nil
+		},
 	}
 	for name, layers := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -631,6 +646,14 @@ func TestLayerErrors(t *testing.T) {
 			if !bytes.Equal(p[:n], all[512:512+n]) {
 				t.Fatalf("ReadAt returned %d bytes that are not the archive's", n)
 			}
+			bufs, release, err := a.ReadPinned(512, 12000)
+			if err == nil || !strings.Contains(err.Error(), "sha256:"+helloLayer) {
+				t.Fatalf("ReadPinned: %v", err)
+			}
+			if got := bytes.Join(bufs, nil); !bytes.Equal(got, all[512:512+len(got)]) {
+				t.Fatalf("ReadPinned returned %d bytes that are not the archive's", len(got))
+			}
+			release()
 			if _, err := a.WriteTo(io.Discard); err == nil || !strings.Contains(err.Error(), "sha256:"+helloLayer) {
 				t.Fatalf("WriteTo: %v", err)
 			}
@@ -644,6 +667,15 @@ func TestLayerErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// shortPinner lends what shortReader has.
+type shortPinner struct{ shortReader }
+
+func (r shortPinner) ReadPinned(off int64, n int) ([][]byte, func(), error) {
+	b := make([]byte, n)
+	k, err := r.ReadAt(b, off)
+	return [][]byte{b[:k]}, func() {}, err
 }
 
 // zeroReader is a layer of zeros of any size.

@@ -95,11 +95,41 @@ func (n *exportNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, u
 	return openMadeUp(flags)
 }
 
+// Read answers with the decoded spans themselves, not a copy: go-fuse writes them to the
+// kernel with one writev and then calls Done, which gives them back to the cache.
 func (n *exportNode) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	k, err := n.a.ReadAt(dest, off)
+	bufs, release, err := n.a.ReadPinned(off, len(dest))
 	if err != nil && !errors.Is(err, io.EOF) {
+		release()
 		n.fs.log.Error("reading export", "path", n.path, "offset", off, "err", err)
 		return nil, syscall.EIO
 	}
-	return fuse.ReadResultData(dest[:k]), 0
+	return &lentResult{bufs: bufs, release: release}, 0
 }
+
+// lentResult is a read reply made of borrowed slices. go-fuse sends a result that has a
+// Slices method with writev and calls Done after the write.
+type lentResult struct {
+	bufs    [][]byte
+	release func()
+}
+
+func (r *lentResult) Slices() ([][]byte, fuse.Status) { return r.bufs, fuse.OK }
+
+func (r *lentResult) Size() int {
+	n := 0
+	for _, b := range r.bufs {
+		n += len(b)
+	}
+	return n
+}
+
+func (r *lentResult) Bytes(buf []byte) ([]byte, fuse.Status) {
+	buf = buf[:0]
+	for _, b := range r.bufs {
+		buf = append(buf, b...)
+	}
+	return buf, fuse.OK
+}
+
+func (r *lentResult) Done() { r.release() }

@@ -414,3 +414,75 @@ func TestBuiltIndexRoundTrip(t *testing.T) {
 		})
 	}
 }
+
+// TestReadPinned: pinned reads equal the uncompressed bytes and stay so while they are
+// held, whatever a sequential reader pushes through a cache too small for both meanwhile.
+func TestReadPinned(t *testing.T) {
+	for _, v := range variants(t) {
+		t.Run(v.name, func(t *testing.T) {
+			ix := build(t, v.blob, testSpan)
+			r, err := NewReader(bytes.NewReader(v.blob), ix, NewCache(1<<20))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			stop := make(chan struct{})
+			done := make(chan struct{})
+			go func() { // evicts the pinned spans from the cache, again and again
+				defer close(done)
+				p := make([]byte, 64<<10)
+				for off := int64(0); ; off = (off + int64(len(p))) % r.Size() {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					r.ReadAt(p, off)
+				}
+			}()
+			defer func() { close(stop); <-done }()
+			type pin struct {
+				off     int64
+				bufs    [][]byte
+				release func()
+			}
+			check := func(p pin) {
+				t.Helper()
+				got := bytes.Join(p.bufs, nil)
+				end := min(p.off+int64(len(got)), int64(len(v.tar)))
+				if !bytes.Equal(got, v.tar[p.off:end]) {
+					t.Fatalf("pinned read at %d (%d bytes): wrong bytes when released", p.off, len(got))
+				}
+				p.release()
+			}
+			rng := rand.New(rand.NewPCG(2, uint64(len(v.blob))))
+			var held []pin
+			reads := 300
+			if testing.Short() {
+				reads = 60
+			}
+			for i := 0; i < reads; i++ {
+				off := rng.Int64N(r.Size())
+				n := rng.IntN(3 * testSpan)
+				bufs, release, err := r.ReadPinned(off, n)
+				want := min(int64(n), r.Size()-off)
+				if got := len(bytes.Join(bufs, nil)); int64(got) != want || (err != nil && !(err == io.EOF && want < int64(n))) {
+					t.Fatalf("ReadPinned(%d bytes at %d) = %d bytes, %v", n, off, got, err)
+				}
+				held = append(held, pin{off, bufs, release})
+				if len(held) > 3 {
+					check(held[0])
+					held = held[1:]
+				}
+			}
+			for _, p := range held {
+				check(p)
+			}
+			if _, release, err := r.ReadPinned(r.Size(), 10); err != io.EOF {
+				t.Errorf("pinned read at the end: %v, want EOF", err)
+			} else {
+				release()
+			}
+		})
+	}
+}

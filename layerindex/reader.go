@@ -99,28 +99,19 @@ func (r *Reader) Size() int64 { return r.ix.Size }
 
 // ReadAt reads len(p) bytes of the uncompressed stream at off.
 func (r *Reader) ReadAt(p []byte, off int64) (int, error) {
-	if off < 0 {
-		return 0, fmt.Errorf("layer %s: negative offset %d", r.ix.BlobDigest, off)
-	}
-	if off >= r.ix.Size {
-		return 0, io.EOF
-	}
-	want := p
-	if rest := r.ix.Size - off; int64(len(p)) > rest {
-		want = p[:rest]
+	want, err := r.clip(off, len(p))
+	if want == 0 {
+		return 0, err
 	}
 	var n int
-	var err error
 	if r.ix.Compression == Uncompressed {
-		n, err = r.blob.ReadAt(want, off)
-		if err == io.EOF {
-			err = nil
-			if n < len(want) {
-				err = fmt.Errorf("layer %s: blob ends at byte %d, the index says %d: %w", r.ix.BlobDigest, off+int64(n), r.ix.Size, io.ErrUnexpectedEOF)
-			}
-		}
+		n, err = r.readPlain(p[:want], off)
 	} else {
-		n, err = r.readSpans(want, off)
+		n, err = r.eachSpan(off, want, func(b []byte, e *cached) {
+			copy(p[n:], b)
+			n += len(b)
+			r.cache.release(e)
+		})
 	}
 	if err == nil && n < len(p) {
 		err = io.EOF
@@ -128,7 +119,65 @@ func (r *Reader) ReadAt(p []byte, off int64) (int, error) {
 	return n, err
 }
 
-func (r *Reader) readSpans(p []byte, off int64) (int, error) {
+// ReadPinned is ReadAt without the copy: it returns the n bytes at off (fewer at the end of
+// the stream, with io.EOF) as slices of the decoded spans that hold them. They stay valid
+// until release is called, which must be once, also after an error. A plain layer's bytes
+// are read into a new buffer.
+func (r *Reader) ReadPinned(off int64, n int) (bufs [][]byte, release func(), err error) {
+	want, err := r.clip(off, n)
+	if want == 0 {
+		return nil, func() {}, err
+	}
+	if r.ix.Compression == Uncompressed {
+		b := make([]byte, want)
+		k, err := r.readPlain(b, off)
+		if err == nil && want < n {
+			err = io.EOF
+		}
+		return [][]byte{b[:k]}, func() {}, err
+	}
+	var held []*cached
+	got, err := r.eachSpan(off, want, func(b []byte, e *cached) {
+		bufs = append(bufs, b)
+		held = append(held, e)
+	})
+	release = func() {
+		for _, e := range held {
+			r.cache.release(e)
+		}
+	}
+	if err == nil && got < n {
+		err = io.EOF
+	}
+	return bufs, release, err
+}
+
+// clip returns how many of n bytes at off the stream has, and io.EOF if none.
+func (r *Reader) clip(off int64, n int) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("layer %s: negative offset %d", r.ix.BlobDigest, off)
+	}
+	if off >= r.ix.Size {
+		return 0, io.EOF
+	}
+	return int(min(int64(n), r.ix.Size-off)), nil
+}
+
+func (r *Reader) readPlain(p []byte, off int64) (int, error) {
+	n, err := r.blob.ReadAt(p, off)
+	if err == io.EOF {
+		err = nil
+		if n < len(p) {
+			err = fmt.Errorf("layer %s: blob ends at byte %d, the index says %d: %w", r.ix.BlobDigest, off+int64(n), r.ix.Size, io.ErrUnexpectedEOF)
+		}
+	}
+	return n, err
+}
+
+// eachSpan passes the decoded bytes of [off, off+n) to use in order, a piece of one span at
+// a time together with the span's cache entry, which use must release. It returns the
+// bytes passed.
+func (r *Reader) eachSpan(off int64, n int, use func(b []byte, e *cached)) (int, error) {
 	i := sort.Search(len(r.spans), func(i int) bool { return r.spans[i].end > off })
 	// Reads that stay in the span of the previous one or move to the next are sequential,
 	// even when they come a little out of order (as the kernel's read-ahead sends them).
@@ -143,15 +192,17 @@ func (r *Reader) readSpans(p []byte, off int64) (int, error) {
 		// Before this read waits for its own span: the decoders ahead keep going meanwhile.
 		r.readAhead(i + 1)
 	}
-	n := 0
-	for n < len(p) {
+	done := 0
+	for done < n {
 		e, err := r.span(i, false)
 		if err != nil {
-			return n, err
+			return done, err
 		}
-		n += copy(p[n:], e.data[off+int64(n)-r.spans[i].start:])
-		r.cache.release(e)
-		if n < len(p) {
+		from := off + int64(done) - r.spans[i].start
+		b := e.data[from:min(int64(len(e.data)), from+int64(n-done))]
+		done += len(b)
+		use(b, e)
+		if done < n {
 			i++
 		}
 	}
@@ -161,7 +212,7 @@ func (r *Reader) readSpans(p []byte, off int64) (int, error) {
 	if sequential {
 		r.readAhead(i + 1)
 	}
-	return n, nil
+	return done, nil
 }
 
 func (r *Reader) key(i int) spanKey {
