@@ -49,6 +49,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -282,13 +283,13 @@ func (im *image) load(s *store.Store) error {
 	}
 	im.layers = first.Manifest.Layers
 	im.sizes = make([]int64, len(im.layers))
-	for i, desc := range im.layers {
-		ix, err := s.LayerIndex(desc)
-		if err != nil {
-			return err
-		}
+	ixs, err := layerIndexes(s, im.layers)
+	if err != nil {
+		return err
+	}
+	for i, ix := range ixs {
 		if ix.DiffID != im.diffIDs[i] {
-			return fmt.Errorf("layer %s: diffID %s differs from the config's %s", desc.Digest, ix.DiffID, im.diffIDs[i])
+			return fmt.Errorf("layer %s: diffID %s differs from the config's %s", im.layers[i].Digest, ix.DiffID, im.diffIDs[i])
 		}
 		im.sizes[i] = ix.Size
 	}
@@ -308,6 +309,26 @@ func (im *image) load(s *store.Store) error {
 	}
 	im.v1, err = v1Layers(&cfg, im.diffIDs)
 	return err
+}
+
+// layerIndexes loads the indexes of layers, a few at a time: a cold load parses the whole
+// table of contents and the checkpoint windows (tens of milliseconds for a big layer), and
+// an export waits for all of them before its first byte.
+func layerIndexes(s *store.Store, layers []ocispec.Descriptor) ([]*layerindex.Index, error) {
+	ixs := make([]*layerindex.Index, len(layers))
+	errs := make([]error, len(layers))
+	slots := make(chan struct{}, runtime.GOMAXPROCS(0))
+	var wg sync.WaitGroup
+	for i, desc := range layers {
+		wg.Add(1)
+		slots <- struct{}{}
+		go func() {
+			defer func() { <-slots; wg.Done() }()
+			ixs[i], errs[i] = s.LayerIndex(desc)
+		}()
+	}
+	wg.Wait()
+	return ixs, errors.Join(errs...)
 }
 
 // plan lays out the members of the archive of images, in docker's order.

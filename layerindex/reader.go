@@ -50,7 +50,7 @@ type spanDecoder struct {
 
 // NewReader returns a reader over the uncompressed stream of the blob that ix describes.
 func NewReader(blob io.ReaderAt, ix *Index, cache *Cache) (*Reader, error) {
-	r := &Reader{blob: blob, ix: ix, cache: cache, lastSpan: -2}
+	r := &Reader{blob: blob, ix: ix, cache: cache, lastSpan: -1} // a read at the start goes forward
 	// An index is checksummed, not authenticated: its numbers are checked before any is
 	// used to size a slice or a loop.
 	if ix.Size < 0 || ix.BlobSize < 0 {
