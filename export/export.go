@@ -453,55 +453,53 @@ func (a *Archive) ReadAt(p []byte, off int64) (int, error) {
 }
 
 // Pinner is a layer stream that can lend its bytes instead of copying them, as
-// layerindex.Reader does.
+// layerindex.Reader does: see its ReadPinned.
 type Pinner interface {
-	ReadPinned(off int64, n int) (bufs [][]byte, release func(), err error)
+	ReadPinned(p []byte, off int64) (bufs [][]byte, release func(), err error)
 }
 
-// ReadPinned is ReadAt without the copy where the layers are Pinners: it returns the n
-// bytes at off (fewer at the end, with io.EOF) as slices of the plan's headers and
-// documents and of the layers' own buffers. They stay valid until release is called,
-// which must be once, also after an error.
-func (a *Archive) ReadPinned(off int64, n int) (bufs [][]byte, release func(), err error) {
+// ReadPinned is ReadAt without the copy where it can: it returns the len(p) bytes at off
+// (fewer at the end, with io.EOF) as slices of the plan's headers and documents, of the
+// buffers of layers that are Pinners, and of p for the rest. They stay valid until release
+// is called, which must be once, also after an error.
+func (a *Archive) ReadPinned(p []byte, off int64) (bufs [][]byte, release func(), err error) {
 	var releases []func()
 	release = func() {
 		for _, r := range releases {
 			r()
 		}
 	}
-	got := 0
-	err = a.walk(off, n, func(b []byte) {
+	n := 0 // the bytes passed so far, which p[n:] is the room of
+	err = a.walk(off, len(p), func(b []byte) {
 		bufs = append(bufs, b)
-		got += len(b)
+		n += len(b)
 	}, func(m *member, rel int64, k int) error {
 		r, err := a.openLayer(m)
 		if err != nil {
 			return err
 		}
-		p, ok := r.(Pinner)
+		room := p[n : n+k]
+		pinner, ok := r.(Pinner)
 		if !ok {
-			b := make([]byte, k)
-			k, err := a.readLayer(m, b, rel)
-			bufs = append(bufs, b[:k])
-			got += k
+			got, err := a.readLayer(m, room, rel)
+			bufs = append(bufs, room[:got])
+			n += got
 			return err
 		}
-		lent, give, err := p.ReadPinned(rel, k)
+		lent, give, err := pinner.ReadPinned(room, rel)
 		releases = append(releases, give)
-		for _, b := range lent {
-			bufs = append(bufs, b)
-			got += len(b)
+		bufs = append(bufs, lent...)
+		got := lengths(lent)
+		n += got
+		if got == k {
+			return nil
 		}
 		if err == nil || err == io.EOF {
-			if sum := lengths(lent); sum < k {
-				err = fmt.Errorf("short read: %d bytes at %d, %d wanted", sum, rel, k)
-			} else {
-				return nil
-			}
+			err = fmt.Errorf("short read: %d bytes at %d, %d wanted", got, rel, k)
 		}
 		return fmt.Errorf("export: layer %s: %w", m.desc.Digest, err)
 	})
-	if err == nil && got < n {
+	if err == nil && n < len(p) {
 		err = io.EOF
 	}
 	return bufs, release, err
@@ -621,14 +619,14 @@ func (a *Archive) WriteTo(w io.Writer) (int64, error) {
 			pinner, lends := r.(Pinner)
 			for pos := int64(0); pos < m.size; {
 				want := int(min(chunkSize, m.size-pos))
+				if buf == nil {
+					buf = make([]byte, chunkSize)
+				}
 				var lent [][]byte
 				give := func() {}
 				if lends {
-					lent, give, err = pinner.ReadPinned(pos, want)
+					lent, give, err = pinner.ReadPinned(buf[:want], pos)
 				} else {
-					if buf == nil {
-						buf = make([]byte, chunkSize)
-					}
 					var k int
 					k, err = r.ReadAt(buf[:want], pos)
 					lent = [][]byte{buf[:k]}

@@ -460,10 +460,9 @@ func TestMultiImage(t *testing.T) {
 		} else { // lent, not copied: the same bytes
 			var bufs [][]byte
 			var release func()
-			bufs, release, err = a.ReadPinned(off, len(p))
-			for _, b := range bufs {
-				n += copy(p[n:], b)
-			}
+			bufs, release, err = a.ReadPinned(p, off)
+			got := bytes.Join(bufs, nil) // p may hold some of it: join before copying
+			n = copy(p, got)
 			release()
 		}
 		want := all[min(off, int64(len(all))):min(off+int64(len(p)), int64(len(all)))]
@@ -646,7 +645,7 @@ func TestLayerErrors(t *testing.T) {
 			if !bytes.Equal(p[:n], all[512:512+n]) {
 				t.Fatalf("ReadAt returned %d bytes that are not the archive's", n)
 			}
-			bufs, release, err := a.ReadPinned(512, 12000)
+			bufs, release, err := a.ReadPinned(make([]byte, 12000), 512)
 			if err == nil || !strings.Contains(err.Error(), "sha256:"+helloLayer) {
 				t.Fatalf("ReadPinned: %v", err)
 			}
@@ -672,8 +671,8 @@ func TestLayerErrors(t *testing.T) {
 // shortPinner lends what shortReader has.
 type shortPinner struct{ shortReader }
 
-func (r shortPinner) ReadPinned(off int64, n int) ([][]byte, func(), error) {
-	b := make([]byte, n)
+func (r shortPinner) ReadPinned(p []byte, off int64) ([][]byte, func(), error) {
+	b := make([]byte, len(p))
 	k, err := r.ReadAt(b, off)
 	return [][]byte{b[:k]}, func() {}, err
 }

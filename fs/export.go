@@ -95,10 +95,11 @@ func (n *exportNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, u
 	return openMadeUp(flags)
 }
 
-// Read answers with the decoded spans themselves, not a copy: go-fuse writes them to the
-// kernel with one writev and then calls Done, which gives them back to the cache.
+// Read answers with the decoded spans themselves, not a copy (and with dest for plain
+// layers): go-fuse writes them to the kernel with one writev and then calls Done, which
+// gives them back to the cache.
 func (n *exportNode) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	bufs, release, err := n.a.ReadPinned(off, len(dest))
+	bufs, release, err := n.a.ReadPinned(dest, off)
 	if err != nil && !errors.Is(err, io.EOF) {
 		release()
 		n.fs.log.Error("reading export", "path", n.path, "offset", off, "err", err)

@@ -464,7 +464,7 @@ func TestReadPinned(t *testing.T) {
 			for i := 0; i < reads; i++ {
 				off := rng.Int64N(r.Size())
 				n := rng.IntN(3 * testSpan)
-				bufs, release, err := r.ReadPinned(off, n)
+				bufs, release, err := r.ReadPinned(make([]byte, n), off)
 				want := min(int64(n), r.Size()-off)
 				if got := len(bytes.Join(bufs, nil)); int64(got) != want || (err != nil && !(err == io.EOF && want < int64(n))) {
 					t.Fatalf("ReadPinned(%d bytes at %d) = %d bytes, %v", n, off, got, err)
@@ -478,7 +478,7 @@ func TestReadPinned(t *testing.T) {
 			for _, p := range held {
 				check(p)
 			}
-			if _, release, err := r.ReadPinned(r.Size(), 10); err != io.EOF {
+			if _, release, err := r.ReadPinned(make([]byte, 10), r.Size()); err != io.EOF {
 				t.Errorf("pinned read at the end: %v, want EOF", err)
 			} else {
 				release()

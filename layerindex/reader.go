@@ -119,22 +119,21 @@ func (r *Reader) ReadAt(p []byte, off int64) (int, error) {
 	return n, err
 }
 
-// ReadPinned is ReadAt without the copy: it returns the n bytes at off (fewer at the end of
-// the stream, with io.EOF) as slices of the decoded spans that hold them. They stay valid
-// until release is called, which must be once, also after an error. A plain layer's bytes
-// are read into a new buffer.
-func (r *Reader) ReadPinned(off int64, n int) (bufs [][]byte, release func(), err error) {
-	want, err := r.clip(off, n)
+// ReadPinned is ReadAt without the copy where it can: it returns the len(p) bytes at off
+// (fewer at the end of the stream, with io.EOF) as slices of the decoded spans that hold
+// them, which stay valid until release is called (once, also after an error). A plain
+// layer's bytes are read into p, and the slices are of p.
+func (r *Reader) ReadPinned(p []byte, off int64) (bufs [][]byte, release func(), err error) {
+	want, err := r.clip(off, len(p))
 	if want == 0 {
 		return nil, func() {}, err
 	}
 	if r.ix.Compression == Uncompressed {
-		b := make([]byte, want)
-		k, err := r.readPlain(b, off)
-		if err == nil && want < n {
+		k, err := r.readPlain(p[:want], off)
+		if err == nil && want < len(p) {
 			err = io.EOF
 		}
-		return [][]byte{b[:k]}, func() {}, err
+		return [][]byte{p[:k]}, func() {}, err
 	}
 	var held []*cached
 	got, err := r.eachSpan(off, want, func(b []byte, e *cached) {
@@ -146,7 +145,7 @@ func (r *Reader) ReadPinned(off int64, n int) (bufs [][]byte, release func(), er
 			r.cache.release(e)
 		}
 	}
-	if err == nil && got < n {
+	if err == nil && got < len(p) {
 		err = io.EOF
 	}
 	return bufs, release, err
