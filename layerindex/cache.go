@@ -14,11 +14,13 @@ import (
 const DefaultCacheSize = 64 << 20
 
 // Cache keeps recently decoded spans of any number of layers, least recently used first
-// out, except that spans decoded ahead of a reader stay until a reader has had them (a
-// reader that goes forward reads them next, and again the span it just left far later). Concurrent requests for one span decode it once. The buffers of spans that leave the
-// cache are used again for the next spans decoded: a sequential read of a whole image
-// would otherwise allocate (and have the kernel zero) a fresh buffer for every span. The
-// zero value is not usable; call NewCache.
+// out, except that a span decoded ahead of readers stays until one has had it (a reader
+// going forward reads it next, and the span it just left much later, if ever), unless
+// it has waited while twice as many spans as the cache holds came in (its reader went
+// elsewhere). Concurrent requests for one span decode it once. The buffers of spans that
+// leave the cache are used again for the next spans decoded: a sequential read of a whole
+// image would otherwise allocate (and have the kernel zero) a fresh buffer for every span.
+// The zero value is not usable; call NewCache.
 type Cache struct {
 	mu    sync.Mutex
 	max   int64
@@ -27,6 +29,7 @@ type Cache struct {
 	items map[spanKey]*cached
 	free  [][]byte // buffers no entry holds, for alloc
 	made  int      // buffers allocated
+	ins   uint64   // spans inserted
 
 	// decoders bounds the spans decoded ahead of readers, all layers together, so that
 	// read-ahead uses the spare cores and no more.
@@ -55,6 +58,7 @@ type cached struct {
 	refs int
 	// ahead: decoded ahead of readers, no reader had it yet.
 	ahead bool
+	ins   uint64 // the Cache's ins when it came in
 
 	// passed is the span, decoded by another decoder on its way further while this one
 	// was pending: the pending decoder takes it rather than decode the span again.
@@ -227,18 +231,19 @@ func (c *Cache) has(key spanKey) bool {
 }
 
 func (c *Cache) insertLocked(e *cached) {
+	c.ins++
+	e.ins = c.ins
 	e.elem = c.lru.PushFront(e)
 	c.used += bufCap(int64(len(e.data)))
 	for c.used > c.max && c.lru.Len() > 1 {
 		victim := c.lru.Back()
 		for el := victim; el != nil; el = el.Prev() {
-			if !el.Value.(*cached).ahead {
+			if o := el.Value.(*cached); !o.ahead || c.ins-o.ins > 2*uint64(c.lru.Len()) {
 				victim = el
 				break
 			}
 		}
 		old := c.lru.Remove(victim).(*cached)
-
 		old.elem = nil
 		delete(c.items, old.key)
 		c.used -= bufCap(int64(len(old.data)))

@@ -283,3 +283,27 @@ func TestCacheKeepsSpansAhead(t *testing.T) {
 		t.Errorf("cache holds spans 0-3: %v %v %v %v, want false true true true", c.has(key(0)), c.has(key(1)), c.has(key(2)), c.has(key(3)))
 	}
 }
+
+// A span decoded ahead that no reader comes for (the reader stopped) does not stay for
+// good: it goes once many spans came in after it.
+func TestCacheForgetsStaleSpansAhead(t *testing.T) {
+	const size = 100 << 10
+	c := NewCache(3 * bufCap(size))
+	key := func(i int64) spanKey {
+		return spanKey{blob: digest.FromString("x"), start: i * size, end: (i + 1) * size}
+	}
+	c.put(key(0), make([]byte, size)) // decoded ahead, never read
+	for i := int64(1); i < 20; i++ {  // random reads elsewhere
+		e, err := c.get(key(i), false, func() ([]byte, error) { return c.alloc(size), nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.release(e)
+	}
+	if c.has(key(0)) {
+		t.Error("a span decoded ahead and never read is still cached after 19 others came in")
+	}
+	if !c.has(key(19)) || !c.has(key(18)) {
+		t.Error("the spans read last are not cached")
+	}
+}
