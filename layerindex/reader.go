@@ -239,7 +239,8 @@ func (r *Reader) readAhead(from int) {
 	one := r.ix.Sequential || r.spans[from].piece > 0
 	for i := from; i < len(r.spans); i++ {
 		room -= r.spanCap(i)
-		if i > from && (room < 0 || one) {
+		// Later pieces of a long interval are left to the decoder going through it.
+		if i > from && (room < 0 || one || r.spans[i].piece > 0) {
 			return
 		}
 		if r.cache.has(r.key(i)) {
