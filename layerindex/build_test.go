@@ -162,12 +162,7 @@ func TestBuildSizesAndDigests(t *testing.T) {
 func TestRandomReads(t *testing.T) {
 	for _, v := range variants(t) {
 		t.Run(v.name, func(t *testing.T) {
-			ix := build(t, v.blob, testSpan)
-			r, err := NewReader(bytes.NewReader(v.blob), ix, NewCache(1<<20))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer r.Close()
+			r := openVariant(t, v, 1<<20)
 			rng := rand.New(rand.NewPCG(1, uint64(len(v.blob))))
 			size := int64(len(v.tar))
 			reads := 1000
@@ -190,6 +185,18 @@ func TestRandomReads(t *testing.T) {
 	}
 }
 
+// openVariant opens a Reader over v's blob with spans of testSpan and a cache of
+// cacheSize, closed when the test ends.
+func openVariant(t *testing.T, v variant, cacheSize int64) *Reader {
+	t.Helper()
+	r, err := NewReader(bytes.NewReader(v.blob), build(t, v.blob, testSpan), NewCache(cacheSize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
 func checkRead(t *testing.T, r io.ReaderAt, want []byte, off int64, n int) {
 	t.Helper()
 	off = max(0, min(off, int64(len(want))-1))
@@ -209,12 +216,7 @@ func checkRead(t *testing.T, r io.ReaderAt, want []byte, off int64, n int) {
 func TestSequentialAndConcurrentReads(t *testing.T) {
 	for _, v := range variants(t) {
 		t.Run(v.name, func(t *testing.T) {
-			ix := build(t, v.blob, testSpan)
-			r, err := NewReader(bytes.NewReader(v.blob), ix, NewCache(2<<20))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer r.Close()
+			r := openVariant(t, v, 2<<20)
 			var got bytes.Buffer
 			if _, err := io.Copy(&got, io.NewSectionReader(r, 0, r.Size())); err != nil {
 				t.Fatal(err)
@@ -420,12 +422,7 @@ func TestBuiltIndexRoundTrip(t *testing.T) {
 func TestReadPinned(t *testing.T) {
 	for _, v := range variants(t) {
 		t.Run(v.name, func(t *testing.T) {
-			ix := build(t, v.blob, testSpan)
-			r, err := NewReader(bytes.NewReader(v.blob), ix, NewCache(1<<20))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer r.Close()
+			r := openVariant(t, v, 1<<20)
 			stop := make(chan struct{})
 			done := make(chan struct{})
 			go func() { // evicts the pinned spans from the cache, again and again
