@@ -16,8 +16,8 @@ const DefaultCacheSize = 64 << 20
 // Cache keeps recently decoded spans of any number of layers, least recently used first
 // out, except that a span decoded ahead of readers stays until one has had it (a reader
 // going forward reads it next, and the span it just left much later, if ever), unless
-// it has waited while twice as many spans as the cache holds came in (its reader went
-// elsewhere). Concurrent requests for one span decode it once. The buffers of spans that
+// it has waited while four times as many spans as the cache holds came in (its reader
+// went elsewhere). Concurrent requests for one span decode it once. The buffers of spans that
 // leave the cache are used again for the next spans decoded: a sequential read of a whole
 // image would otherwise allocate (and have the kernel zero) a fresh buffer for every span.
 // The zero value is not usable; call NewCache.
@@ -82,6 +82,7 @@ func NewCache(maxBytes int64) *Cache {
 // caller holds the entry, whose data stays valid, until it calls release. ahead says the
 // caller decodes ahead of readers.
 func (c *Cache) get(key spanKey, ahead bool, fill func() ([]byte, error)) (*cached, error) {
+again:
 	c.mu.Lock()
 	if e, ok := c.items[key]; ok {
 		e.refs++
@@ -97,6 +98,9 @@ func (c *Cache) get(key spanKey, ahead bool, fill func() ([]byte, error)) (*cach
 		<-e.done
 		if e.err != nil {
 			c.release(e)
+			if e.err == errAbandoned {
+				goto again // the decoder ahead gave up: this caller still wants the span
+			}
 			return nil, e.err
 		}
 		return e, nil
@@ -135,6 +139,10 @@ func (c *Cache) get(key spanKey, ahead bool, fill func() ([]byte, error)) (*cach
 
 var errFillPanicked = errors.New("layerindex: decoding the span panicked")
 
+// errAbandoned is what a fill returns when it decodes ahead of readers and the reader has
+// gone past the span meanwhile: other callers waiting for the span decode it themselves.
+var errAbandoned = errors.New("layerindex: decoding ahead abandoned")
+
 // release gives back an entry that get returned.
 func (c *Cache) release(e *cached) {
 	c.mu.Lock()
@@ -171,6 +179,13 @@ func (c *Cache) alloc(n int64) []byte {
 func bufCap(n int64) int64 {
 	step := max(int64(4096), int64(1)<<(bits.Len64(uint64(n))-1)/8)
 	return (n + step - 1) / step * step
+}
+
+// recycle gives back a buffer from alloc that no entry holds.
+func (c *Cache) recycle(b []byte) {
+	c.mu.Lock()
+	c.recycleLocked(b)
+	c.mu.Unlock()
 }
 
 // recycleLocked keeps a buffer that nobody holds any more for alloc, or lets it go when
@@ -238,7 +253,7 @@ func (c *Cache) insertLocked(e *cached) {
 	for c.used > c.max && c.lru.Len() > 1 {
 		victim := c.lru.Back()
 		for el := victim; el != nil; el = el.Prev() {
-			if o := el.Value.(*cached); !o.ahead || c.ins-o.ins > 2*uint64(c.lru.Len()) {
+			if o := el.Value.(*cached); !o.ahead || c.ins-o.ins > 4*uint64(c.lru.Len()) {
 				victim = el
 				break
 			}

@@ -3,6 +3,7 @@ package layerindex
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"math/rand/v2"
@@ -305,5 +306,35 @@ func TestCacheForgetsStaleSpansAhead(t *testing.T) {
 	}
 	if !c.has(key(19)) || !c.has(key(18)) {
 		t.Error("the spans read last are not cached")
+	}
+}
+
+// A decoder ahead that gives up on a span (its reader went past it) does not fail a
+// caller waiting for the same span: that caller decodes it itself.
+func TestCacheAbandonedFill(t *testing.T) {
+	c := NewCache(0)
+	key := spanKey{blob: digest.FromString("x")}
+	started, giveUp := make(chan struct{}), make(chan struct{})
+	go c.get(key, true, func() ([]byte, error) {
+		close(started)
+		<-giveUp
+		return nil, errAbandoned
+	})
+	<-started
+	done := make(chan error)
+	go func() {
+		e, err := c.get(key, false, func() ([]byte, error) { return []byte("mine"), nil })
+		if err == nil {
+			if string(e.data) != "mine" {
+				err = fmt.Errorf("got %q", e.data)
+			}
+			c.release(e)
+		}
+		done <- err
+	}()
+	time.Sleep(20 * time.Millisecond) // the second caller waits on the pending span
+	close(giveUp)
+	if err := <-done; err != nil {
+		t.Fatalf("waiting caller: %v", err)
 	}
 }

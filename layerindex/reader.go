@@ -22,14 +22,15 @@ type Reader struct {
 	cache *Cache
 	spans []span
 
-	seqMu     sync.Mutex // held while decoding a span that is not at a checkpoint
-	mu        sync.Mutex
-	parked    *spanDecoder   // a decoder stopped at the start of span parked.next, for sequential reads
-	lastSpan  int            // the span where the previous read ended
-	streaming bool           // the previous read followed the one before it
-	closed    bool           // Close was called: start no read-ahead, park nothing
-	ahead     sync.WaitGroup // read-ahead goroutines in flight
-	decoded   atomic.Int64   // spans decoded, for tests
+	seqMu       sync.Mutex // held while decoding a span that is not at a checkpoint
+	mu          sync.Mutex
+	parked      *spanDecoder   // a decoder stopped at the start of span parked.next, for sequential reads
+	lastSpan    int            // the span where the previous read ended
+	streaming   bool           // the previous read followed the one before it
+	closed      bool           // Close was called: start no read-ahead, park nothing
+	ahead       sync.WaitGroup // read-ahead goroutines in flight
+	decoded     atomic.Int64   // spans decoded, for tests
+	isalDecoded atomic.Int64   // of which by ISA-L
 }
 
 // span is a unit of decoding and caching: a checkpoint interval, or a SpanSize piece of a
@@ -222,7 +223,15 @@ func (r *Reader) key(i int) spanKey {
 // span returns span i from the cache, decoding it if needed; the caller releases it. ahead
 // says that no reader asked for the span yet.
 func (r *Reader) span(i int, ahead bool) (*cached, error) {
-	return r.cache.get(r.key(i), ahead, func() ([]byte, error) { return r.decode(i) })
+	return r.cache.get(r.key(i), ahead, func() ([]byte, error) {
+		if ahead && r.behind(i) {
+			// Started while the span was ahead, it runs after the reader went past it (and
+			// perhaps the cache let it go): decoding it now would only push out spans the
+			// reader wants.
+			return nil, errAbandoned
+		}
+		return r.decode(i, ahead)
+	})
 }
 
 // readAhead decodes the spans after a sequential read in the background, on as many
@@ -279,13 +288,27 @@ func (r *Reader) readAhead(from int) {
 	}
 }
 
+// behind reports whether the reader going forward is past span i.
+func (r *Reader) behind(i int) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return i < r.lastSpan
+}
+
 // spanCap is what span i takes in the cache.
 func (r *Reader) spanCap(i int) int64 { return bufCap(r.spans[i].end - r.spans[i].start) }
 
 // decode produces span i. It goes on with the parked decoder if that stands between span i's
 // checkpoint and span i, or else starts one at the checkpoint, caching the spans it passes
 // on the way.
-func (r *Reader) decode(i int) ([]byte, error) {
+func (r *Reader) decode(i int, ahead bool) ([]byte, error) {
+	if in, ok := r.isalInput(i); ok {
+		if out, err := r.decodeISAL(i, in); err == nil {
+			return out, nil
+		}
+		// Our inflater decodes it again: it goes on into the next gzip member, and on bad
+		// data its error says exactly what and where.
+	}
 	first := i - r.spans[i].piece // the span at the checkpoint
 	if r.spans[i].split {
 		// The spans of a long interval are decoded in order by one decoder: a second one
@@ -295,6 +318,10 @@ func (r *Reader) decode(i int) ([]byte, error) {
 		// The decoder ahead of us may have passed this span while we waited.
 		if data := r.cache.passed(r.key(i)); data != nil {
 			return data, nil
+		}
+		// Or the reader went past the span while we waited.
+		if ahead && r.behind(i) {
+			return nil, errAbandoned
 		}
 	}
 	r.mu.Lock()
@@ -324,9 +351,9 @@ func (r *Reader) decode(i int) ([]byte, error) {
 			}
 			return nil, r.spanError(d.next, err)
 		}
-		if sum, want := crc32.Checksum(buf, castagnoli), r.ix.Checkpoints[s.cp].CRCs[s.piece]; sum != want {
+		if err := r.checkSum(d.next, buf); err != nil {
 			d.close()
-			return nil, r.spanError(d.next, fmt.Errorf("decoded bytes fail their checksum (CRC-32C %08x, index says %08x)", sum, want))
+			return nil, err
 		}
 		r.decoded.Add(1)
 		if d.next < i {
@@ -337,6 +364,85 @@ func (r *Reader) decode(i int) ([]byte, error) {
 		d.next++
 	}
 	r.park(d)
+	return out, nil
+}
+
+func (r *Reader) checkSum(i int, buf []byte) error {
+	s := r.spans[i]
+	if sum, want := crc32.Checksum(buf, castagnoli), r.ix.Checkpoints[s.cp].CRCs[s.piece]; sum != want {
+		return r.spanError(i, fmt.Errorf("decoded bytes fail their checksum (CRC-32C %08x, index says %08x)", sum, want))
+	}
+	return nil
+}
+
+// isalInput returns where the compressed bytes of span i are, when ISA-L decodes it: a
+// gzip span that is a whole checkpoint interval starting at a block boundary (a member
+// start has a header to parse; the pieces of a long interval go on from each other). The
+// bytes run to the next checkpoint, and a little further for ISA-L's look-ahead.
+func (r *Reader) isalInput(i int) (in section, ok bool) {
+	s := r.spans[i]
+	if !haveISAL || r.ix.Compression != Gzip || s.split {
+		return section{}, false
+	}
+	cps := r.ix.Checkpoints
+	cp := cps[s.cp]
+	if cp.Member {
+		return section{}, false
+	}
+	end := r.ix.BlobSize
+	if s.cp+1 < len(cps) {
+		end = min(end, cps[s.cp+1].In+isalSlack)
+	}
+	// DEFLATE data is never much longer than its output; an index saying otherwise gets
+	// our inflater, which reads as it goes.
+	if end <= cp.In || end-cp.In > 2*(s.end-s.start)+64<<10 {
+		return section{}, false
+	}
+	return section{cp.In, end}, true
+}
+
+// isalSlack is how far past the next checkpoint ISA-L is given bytes: it loads its bit
+// buffer ahead of the bits it decodes.
+const isalSlack = 64
+
+type section struct{ start, end int64 }
+
+// compressed keeps the buffers that ISA-L's input is read into (a fresh one per span would
+// be faulted in each time).
+var compressed sync.Pool // of *[]byte
+
+func compressedBuf(n int) *[]byte {
+	if b, _ := compressed.Get().(*[]byte); b != nil && cap(*b) >= n {
+		*b = (*b)[:n]
+		return b
+	}
+	b := make([]byte, n, bufCap(int64(n)))
+	return &b
+}
+
+// decodeISAL decodes span i with ISA-L from the compressed bytes in.
+func (r *Reader) decodeISAL(i int, in section) ([]byte, error) {
+	cp := r.ix.Checkpoints[r.spans[i].cp]
+	buf := compressedBuf(int(in.end - in.start))
+	defer compressed.Put(buf)
+	src := *buf
+	if n, err := r.blob.ReadAt(src, in.start); n < len(src) {
+		if err == nil || err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	out := r.cache.alloc(r.spans[i].end - r.spans[i].start)
+	err := inflateSpan(src, cp.Bit, cp.Window, out)
+	if err == nil {
+		err = r.checkSum(i, out)
+	}
+	if err != nil {
+		r.cache.recycle(out)
+		return nil, err
+	}
+	r.decoded.Add(1)
+	r.isalDecoded.Add(1)
 	return out, nil
 }
 

@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# Installs, with apt, the programs imgfs's tests drive. Does nothing when all are present,
-# so `make test` stays fast on a machine that has them.
+# Installs, with apt, what building imgfs needs (a C compiler and ISA-L's headers: gzip
+# spans are decoded with libisal) and, unless the first argument is "build", the programs
+# imgfs's tests drive. Does nothing when all are present, so `make test` stays fast on a
+# machine that has them.
 set -euo pipefail
+missing=()
+command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+[ -f /usr/include/isa-l/igzip_lib.h ] || missing+=(libisal-dev)
 # command -> Debian package. podman and docker.io are the importers the tests load image
 # archives with (podman load, dockerd + docker load, both on vfs storage, as root): their
 # dependencies (conmon, crun/runc, containerd, tini) are enough, the recommends are not needed.
@@ -10,7 +15,7 @@ declare -A need=(
   [fusermount3]=fuse3 [getfattr]=attr [findmnt]=util-linux [umoci]=umoci
   [podman]=podman [dockerd]=docker.io
 )
-missing=()
+[ "${1:-}" = build ] && need=()
 for cmd in "${!need[@]}"; do
   # dockerd is in /usr/sbin, which a user's PATH may leave out.
   command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing+=("${need[$cmd]}")

@@ -1,0 +1,11 @@
+//go:build !isal || !cgo
+
+package layerindex
+
+// haveISAL is false: built without the isal tag (or without cgo), every span goes through
+// our inflater.
+const haveISAL = false
+
+func inflateSpan(in []byte, bit uint8, window, out []byte) error {
+	panic("layerindex: built without ISA-L")
+}
