@@ -17,10 +17,10 @@ const DefaultCacheSize = 64 << 20
 // out, except that a span decoded ahead of readers stays until one has had it (a reader
 // going forward reads it next, and the span it just left much later, if ever), unless
 // it has waited while four times as many spans as the cache holds came in (its reader
-// went elsewhere). Concurrent requests for one span decode it once. The buffers of spans that
-// leave the cache are used again for the next spans decoded: a sequential read of a whole
-// image would otherwise allocate (and have the kernel zero) a fresh buffer for every span.
-// The zero value is not usable; call NewCache.
+// went elsewhere). Concurrent requests for one span decode it once. The buffers of spans
+// that leave the cache are used again for the next spans decoded: a sequential read of a
+// whole image would otherwise allocate (and have the kernel zero) a fresh buffer for every
+// span. The zero value is not usable; call NewCache.
 type Cache struct {
 	mu    sync.Mutex
 	max   int64
