@@ -19,7 +19,7 @@ import (
 // GOGC and GOMEMLIMIT, when set, are left as they say.
 const (
 	gcPercent      = 25
-	memoryFloor    = 56 << 20
+	memoryFloor    = 60 << 20
 	memoryHeadroom = 1.5 // limit: at least the live heap times this
 	memoryInterval = time.Second
 )
