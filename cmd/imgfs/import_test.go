@@ -14,6 +14,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/imgfs/imgfs/internal/testimg"
 )
 
 // ociLayout writes an OCI image layout of a one-layer image into a new directory and
@@ -31,15 +33,7 @@ func ociLayout(t *testing.T, refName string, bigSize int) (string, digest.Digest
 	}
 	tarball, gz := layerTar(t, files)
 	put := func(data []byte) digest.Digest {
-		d := digest.FromBytes(data)
-		p := filepath.Join(dir, "blobs", "sha256", d.Encoded())
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return d
+		return testimg.WriteBlob(t, dir, "", data).Digest
 	}
 	mustJSON := func(v any) []byte {
 		data, err := json.Marshal(v)

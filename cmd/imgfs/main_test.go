@@ -1,7 +1,6 @@
 package main
 
 import (
-	"archive/tar"
 	"bytes"
 	"compress/gzip"
 	"encoding/json"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/distribution/reference"
+	"github.com/imgfs/imgfs/internal/testimg"
 	"github.com/imgfs/imgfs/store"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -103,34 +103,18 @@ type testImage struct {
 // layerTar makes a tar of files (name -> content), and its gzip.
 func layerTar(t *testing.T, files map[string]string) (tarball, gz []byte) {
 	t.Helper()
-	var tb bytes.Buffer
-	tw := tar.NewWriter(&tb)
-	names := make([]string, 0, len(files))
-	for n := range files {
-		names = append(names, n)
+	bin := make(map[string][]byte, len(files))
+	for n, body := range files {
+		bin[n] = []byte(body)
 	}
-	slices.Sort(names)
-	for _, n := range names {
-		body := files[n]
-		hdr := &tar.Header{Name: n, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(body)),
-			ModTime: time.Unix(1700000000, 0)}
-		if err := tw.WriteHeader(hdr); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write([]byte(body)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
+	tarball = testimg.Tar(t, bin)
 	var zb bytes.Buffer
 	zw := gzip.NewWriter(&zb)
-	zw.Write(tb.Bytes())
+	zw.Write(tarball)
 	if err := zw.Close(); err != nil {
 		t.Fatal(err)
 	}
-	return tb.Bytes(), zb.Bytes()
+	return tarball, zb.Bytes()
 }
 
 // writeImage writes a one-layer image into s with store's own API. created nil: the config
