@@ -3,7 +3,6 @@ package layerindex
 import (
 	"container/list"
 	"errors"
-	"math/bits"
 	"runtime"
 	"sync"
 
@@ -30,9 +29,8 @@ type Cache struct {
 	used  int64
 	lru   list.List // of *cached, most recently used in front
 	items map[spanKey]*cached
-	free  [][]byte // buffers no entry holds, for alloc
-	made  int      // buffers allocated
-	ins   uint64   // spans inserted
+	free  bufferList // buffers no entry holds, for alloc
+	ins   uint64     // spans inserted
 
 	// decoders bounds the spans decoded ahead of readers, all layers together, so that
 	// read-ahead uses the spare cores and no more.
@@ -77,6 +75,7 @@ func NewCache(maxBytes int64) *Cache {
 	return &Cache{
 		max:      maxBytes,
 		items:    make(map[spanKey]*cached),
+		free:     bufferList{max: maxFree},
 		decoders: make(chan struct{}, runtime.GOMAXPROCS(0)),
 	}
 }
@@ -164,24 +163,8 @@ func (c *Cache) unrefLocked(e *cached) {
 // alloc returns a buffer of n bytes, whose contents are undefined.
 func (c *Cache) alloc(n int64) []byte {
 	c.mu.Lock()
-	for i := len(c.free) - 1; i >= 0; i-- {
-		if b := c.free[i]; int64(cap(b)) >= n {
-			c.free = append(c.free[:i], c.free[i+1:]...)
-			c.mu.Unlock()
-			return b[:n]
-		}
-	}
-	c.made++
-	c.mu.Unlock()
-	return make([]byte, n, bufCap(n))
-}
-
-// bufCap rounds n up to the next of eight sizes per power of two, so that a freed buffer
-// fits most spans after it: their lengths differ by the part of a DEFLATE block that runs
-// past SpanSize.
-func bufCap(n int64) int64 {
-	step := max(int64(4096), int64(1)<<(bits.Len64(uint64(n))-1)/8)
-	return (n + step - 1) / step * step
+	defer c.mu.Unlock()
+	return c.free.get(n)
 }
 
 // recycle gives back a buffer from alloc that no entry holds.
@@ -191,23 +174,7 @@ func (c *Cache) recycle(b []byte) {
 	c.mu.Unlock()
 }
 
-// recycleLocked keeps a buffer that nobody holds any more for alloc, or lets it go when
-// enough are kept (the smallest first, as they fit the fewest spans).
-func (c *Cache) recycleLocked(b []byte) {
-	if len(c.free) < maxFree {
-		c.free = append(c.free, b)
-		return
-	}
-	small := 0
-	for i, f := range c.free {
-		if cap(f) < cap(c.free[small]) {
-			small = i
-		}
-	}
-	if cap(b) > cap(c.free[small]) {
-		c.free[small] = b
-	}
-}
+func (c *Cache) recycleLocked(b []byte) { c.free.put(b) }
 
 // put adds a span decoded on the way to another one, unless it is already there or on its
 // way. The cache owns data from then on.

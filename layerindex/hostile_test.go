@@ -188,7 +188,7 @@ func TestCacheReusesBuffers(t *testing.T) {
 	made := func() int {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		return c.made
+		return c.free.made
 	}
 	sequential := func() {
 		t.Helper()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"runtime"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -407,25 +408,15 @@ const isalSlack = 64
 
 type section struct{ start, end int64 }
 
-// compressed keeps the buffers that ISA-L's input is read into (a fresh one per span would
-// be faulted in each time).
-var compressed sync.Pool // of *[]byte
-
-func compressedBuf(n int) *[]byte {
-	if b, _ := compressed.Get().(*[]byte); b != nil && cap(*b) >= n {
-		*b = (*b)[:n]
-		return b
-	}
-	b := make([]byte, n, bufCap(int64(n)))
-	return &b
-}
+// compressed keeps the buffers that ISA-L's input is read into, one per decoder that can
+// run at once (a fresh one per span would be faulted in each time).
+var compressed = lockedBuffers{list: bufferList{max: runtime.GOMAXPROCS(0) + 1}}
 
 // decodeISAL decodes span i with ISA-L from the compressed bytes in.
 func (r *Reader) decodeISAL(i int, in section) ([]byte, error) {
 	cp := r.ix.Checkpoints[r.spans[i].cp]
-	buf := compressedBuf(int(in.end - in.start))
-	defer compressed.Put(buf)
-	src := *buf
+	src := compressed.get(in.end - in.start)
+	defer compressed.put(src)
 	if n, err := r.blob.ReadAt(src, in.start); n < len(src) {
 		if err == nil || err == io.EOF {
 			err = io.ErrUnexpectedEOF
