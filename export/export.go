@@ -98,7 +98,7 @@ func NewStoreLayers(s *store.Store, cache *layerindex.Cache) *StoreLayers {
 
 // Layer opens the layer blob desc describes, or returns the reader already open.
 func (l *StoreLayers) Layer(desc ocispec.Descriptor) (io.ReaderAt, int64, error) {
-	ix, err := l.s.LayerIndex(desc)
+	ix, err := l.s.LayerStream(desc)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -324,7 +324,7 @@ func layerIndexes(s *store.Store, layers []ocispec.Descriptor) ([]*layerindex.In
 		slots <- struct{}{}
 		go func() {
 			defer func() { <-slots; wg.Done() }()
-			ixs[i], errs[i] = s.LayerIndex(desc)
+			ixs[i], errs[i] = s.LayerStream(desc)
 		}()
 	}
 	wg.Wait()

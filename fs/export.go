@@ -24,7 +24,7 @@ const exportName = "export.tar"
 type fsLayers struct{ f *FS }
 
 func (l fsLayers) Layer(desc ocispec.Descriptor) (io.ReaderAt, int64, error) {
-	ix, err := l.f.store.LayerIndex(desc)
+	ix, err := l.f.store.LayerStream(desc)
 	if err != nil {
 		return nil, 0, err
 	}

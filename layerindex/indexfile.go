@@ -424,6 +424,18 @@ func (e *encoder) str(s string)     { e.uvarint(uint64(len(s))); e.buf = append(
 // failed; an index of another format version yields an error wrapping ErrIndexVersion. On
 // error ix is left unchanged. The decoded index shares no memory with data.
 func (ix *Index) UnmarshalBinary(data []byte) error {
+	return ix.unmarshal(data, true)
+}
+
+// UnmarshalWithoutEntries decodes an index as UnmarshalBinary does, checking every byte
+// the same way, but leaves Entries nil: what a Reader of the uncompressed stream needs.
+// The table of contents is most of an index's memory and decoding time, and an export of
+// the layer never looks at it.
+func (ix *Index) UnmarshalWithoutEntries(data []byte) error {
+	return ix.unmarshal(data, false)
+}
+
+func (ix *Index) unmarshal(data []byte, entries bool) error {
 	if len(data) < len(indexMagic) || string(data[:len(indexMagic)]) != indexMagic {
 		return corruptAt(0, "not an imgfs layer index (bad magic)")
 	}
@@ -444,7 +456,7 @@ func (ix *Index) UnmarshalBinary(data []byte) error {
 		return corruptAt(len(body), fmt.Sprintf("checksum mismatch (stored %08x, computed %08x)", want, got))
 	}
 
-	d := decoder{data: body, off: off}
+	d := decoder{data: body, off: off, skipEntries: !entries}
 	var out Index
 	d.index(&out)
 	if d.fr != nil {
@@ -470,6 +482,8 @@ type decoder struct {
 	err  error
 
 	strs []string
+
+	skipEntries bool // check the entries but keep none
 
 	br bytes.Reader
 	fr io.ReadCloser
@@ -641,18 +655,33 @@ func (d *decoder) entries(ix *Index, nonNil bool) {
 	if !nonNil {
 		return
 	}
-	ents := make([]Entry, n)
 	// Names are built front-coded into one buffer, then copied into one string they slice.
-	names := make([]byte, 0, min(len(d.data), 64*n))
-	ends := make([]int, n)
+	// Skipping, the buffer keeps only the previous name and one entry is decoded over and
+	// over: the same checks, nothing kept.
+	var (
+		ents    []Entry
+		names   []byte
+		ends    []int
+		scratch Entry
+	)
+	if d.skipEntries {
+		names = make([]byte, 0, 4096)
+	} else {
+		ents = make([]Entry, n)
+		names = make([]byte, 0, min(len(d.data), 64*n))
+		ends = make([]int, n)
+	}
 	var (
 		prevStart, prevEnd int
 		prevSec, prevO     int64
 		prevOwner          owner
 		budget             nameBudget
 	)
-	for i := range ents {
-		e := &ents[i]
+	for i := range n {
+		e := &scratch
+		if ents != nil {
+			e = &ents[i]
+		}
 		off := d.off
 		f := d.byte("entry flags")
 		if f&^entKnown != 0 {
@@ -678,7 +707,12 @@ func (d *decoder) entries(ix *Index, nonNil bool) {
 		start := len(names)
 		names = append(names, names[prevStart:prevStart+int(p)]...)
 		names = append(names, sfx...)
-		ends[i] = len(names)
+		if ends == nil {
+			names = append(names[:0], names[start:]...)
+			start = 0
+		} else {
+			ends[i] = len(names)
+		}
 		prevStart, prevEnd = start, len(names)
 
 		e.Mode = d.varint("mode")
@@ -729,6 +763,9 @@ func (d *decoder) entries(ix *Index, nonNil bool) {
 		if d.err != nil {
 			return
 		}
+	}
+	if ents == nil {
+		return
 	}
 	all := string(names)
 	start := 0

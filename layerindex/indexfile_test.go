@@ -854,12 +854,27 @@ func BenchmarkMarshalIndex(b *testing.B) {
 // equal index and re-encode to the same bytes. It reports whether data decoded.
 func ixfCheckDecode(t testing.TB, data []byte) bool {
 	t.Helper()
-	var ix Index
-	if err := ix.UnmarshalBinary(data); err != nil {
+	var ix, lean Index
+	err := ix.UnmarshalBinary(data)
+	// Skipping the entries checks them all the same: the same error, or the same index
+	// but for Entries.
+	leanErr := lean.UnmarshalWithoutEntries(data)
+	if fmt.Sprint(err) != fmt.Sprint(leanErr) {
+		t.Fatalf("UnmarshalBinary: %v, but UnmarshalWithoutEntries: %v", err, leanErr)
+	}
+	if err != nil {
 		if !errors.Is(err, ErrCorruptIndex) && !errors.Is(err, ErrIndexVersion) {
 			t.Fatalf("error wraps neither ErrCorruptIndex nor ErrIndexVersion: %v", err)
 		}
 		return false
+	}
+	if lean.Entries != nil {
+		t.Fatal("UnmarshalWithoutEntries kept entries")
+	}
+	full := ix
+	full.Entries = nil
+	if !reflect.DeepEqual(&full, &lean) {
+		t.Fatal("UnmarshalWithoutEntries differs from UnmarshalBinary beyond Entries")
 	}
 	enc, err := ix.MarshalBinary()
 	if err != nil {

@@ -72,6 +72,36 @@ func matches(ix *layerindex.Index, desc ocispec.Descriptor) bool {
 	return ix.BlobDigest == desc.Digest && (desc.Size <= 0 || ix.BlobSize == desc.Size)
 }
 
+// LayerStream returns what reading the uncompressed stream of layer blob desc needs: its
+// layer index without the entries (layerindex.Index.UnmarshalWithoutEntries), or the full
+// index when that is loaded already. An export reads the streams of all its layers, and
+// planning it must not wait for the tables of contents of them all, most of the time and
+// memory of loading an index. An index that cannot be loaded that way goes through
+// LayerIndex, which rebuilds it.
+func (s *Store) LayerStream(desc ocispec.Descriptor) (*layerindex.Index, error) {
+	if err := desc.Digest.Validate(); err != nil {
+		return nil, fmt.Errorf("store: layer %q: %w", desc.Digest, err)
+	}
+	s.cacheMu.Lock()
+	for _, m := range []map[digest.Digest]*layerindex.Index{s.layers, s.streams} {
+		if ix, ok := m[desc.Digest]; ok && matches(ix, desc) {
+			s.cacheMu.Unlock()
+			return ix, nil
+		}
+	}
+	s.cacheMu.Unlock()
+	if data, err := os.ReadFile(s.layerIndexPath(desc.Digest)); err == nil {
+		ix := new(layerindex.Index)
+		if ix.UnmarshalWithoutEntries(data) == nil && matches(ix, desc) {
+			s.cacheMu.Lock()
+			s.streams[desc.Digest] = ix
+			s.cacheMu.Unlock()
+			return ix, nil
+		}
+	}
+	return s.LayerIndex(desc)
+}
+
 func (s *Store) loadOrBuild(desc ocispec.Descriptor) (*layerindex.Index, error) {
 	data, err := os.ReadFile(s.layerIndexPath(desc.Digest))
 	switch {

@@ -98,6 +98,64 @@ func TestLayerIndex(t *testing.T) {
 	}
 }
 
+// LayerStream loads the index without its entries, the full one when that is loaded,
+// and goes through LayerIndex (rebuilding) for an index it cannot use.
+func TestLayerStream(t *testing.T) {
+	s := openStore(t)
+	a := writeImage(t, s, imageOpts{Files: map[string]string{"etc/a": "aaa", "bin/sh": "#!"}})
+	b := writeImage(t, s, imageOpts{Files: map[string]string{"etc/b": "bbb"}})
+	path := s.layerIndexPath(a.Layer.Digest)
+
+	// No stored index yet: built (with entries) and stored.
+	built, err := s.LayerStream(a.Layer)
+	if err != nil || len(built.Entries) != 2 {
+		t.Fatalf("LayerStream with no stored index = %+v, %v", built, err)
+	}
+	stored, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A new store loads the stored one without entries, once.
+	s2, _ := Open(s.Root())
+	lean, err := s2.LayerStream(a.Layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lean.Entries != nil || lean.DiffID != built.DiffID || lean.Size != built.Size ||
+		len(lean.Checkpoints) != len(built.Checkpoints) {
+		t.Fatalf("LayerStream = %+v, want the index %+v without entries", lean, built)
+	}
+	if again, _ := s2.LayerStream(a.Layer); again != lean {
+		t.Fatal("not kept in memory")
+	}
+	if full, _ := s2.LayerIndex(a.Layer); len(full.Entries) != 2 {
+		t.Fatal("LayerIndex after LayerStream has no entries")
+	}
+	s3, _ := Open(s.Root())
+	full, _ := s3.LayerIndex(a.Layer)
+	if got, _ := s3.LayerStream(a.Layer); got != full {
+		t.Fatal("LayerStream loaded the index again beside the full one")
+	}
+
+	// Truncated, or another blob's: rebuilt and stored whole.
+	if _, err := s.LayerIndex(b.Layer); err != nil {
+		t.Fatal(err)
+	}
+	other, _ := os.ReadFile(s.layerIndexPath(b.Layer.Digest))
+	for name, bad := range map[string][]byte{"truncated": stored[:len(stored)/2], "foreign": other} {
+		os.WriteFile(path, bad, 0o644)
+		s4, _ := Open(s.Root())
+		ix, err := s4.LayerStream(a.Layer)
+		if err != nil || ix.BlobDigest != a.Layer.Digest || ix.DiffID != built.DiffID {
+			t.Fatalf("%s index: %+v, %v", name, ix, err)
+		}
+		if got, _ := os.ReadFile(path); !bytes.Equal(got, stored) {
+			t.Fatalf("%s index not rewritten", name)
+		}
+	}
+}
+
 // WriteLayer stores the blob and its index from one read of the stream.
 func TestWriteLayer(t *testing.T) {
 	s := openStore(t)

@@ -72,7 +72,8 @@ type Store struct {
 	cacheMu   sync.Mutex
 	manifests map[digest.Digest]parsed // parsed manifests/indexes by blob digest (immutable)
 	layers    map[digest.Digest]*layerindex.Index
-	building  map[digest.Digest]*buildCall // LayerIndex builds in flight
+	streams   map[digest.Digest]*layerindex.Index // LayerStream's, without entries
+	building  map[digest.Digest]*buildCall        // LayerIndex builds in flight
 }
 
 // DefaultRoot returns where the store lives when not told: $IMGFS_STORE, else
@@ -113,6 +114,7 @@ func Open(root string) (*Store, error) {
 		root:      root,
 		manifests: make(map[digest.Digest]parsed),
 		layers:    make(map[digest.Digest]*layerindex.Index),
+		streams:   make(map[digest.Digest]*layerindex.Index),
 		building:  make(map[digest.Digest]*buildCall),
 	}
 	ok, err := s.checkLayout()
