@@ -32,6 +32,7 @@ type Reader struct {
 	ahead       sync.WaitGroup // read-ahead goroutines in flight
 	decoded     atomic.Int64   // spans decoded, for tests
 	isalDecoded atomic.Int64   // of which by ISA-L
+	isalFailed  atomic.Int64   // spans ISA-L failed on, then decoded by our inflater
 }
 
 // span is a unit of decoding and caching: a checkpoint interval, or a SpanSize piece of a
@@ -307,6 +308,7 @@ func (r *Reader) decode(i int, ahead bool) ([]byte, error) {
 		if out, err := r.decodeISAL(i, in); err == nil {
 			return out, nil
 		}
+		r.isalFailed.Add(1)
 		// Our inflater decodes it again: it goes on into the next gzip member, and on bad
 		// data its error says exactly what and where.
 	}
@@ -377,9 +379,9 @@ func (r *Reader) checkSum(i int, buf []byte) error {
 }
 
 // isalInput returns where the compressed bytes of span i are, when ISA-L decodes it: a
-// gzip span that is a whole checkpoint interval starting at a block boundary (a member
-// start has a header to parse; the pieces of a long interval go on from each other). The
-// bytes run to the next checkpoint, and a little further for ISA-L's look-ahead.
+// gzip span that is a whole checkpoint interval (the pieces of a long interval go on from
+// each other). The bytes run to the next checkpoint, and a little further for ISA-L's
+// look-ahead.
 func (r *Reader) isalInput(i int) (in section, ok bool) {
 	s := r.spans[i]
 	if !haveISAL || r.ix.Compression != Gzip || s.split {
@@ -387,8 +389,8 @@ func (r *Reader) isalInput(i int) (in section, ok bool) {
 	}
 	cps := r.ix.Checkpoints
 	cp := cps[s.cp]
-	if cp.Member {
-		return section{}, false
+	if cp.Member && cp.Bit != 0 {
+		return section{}, false // a gzip header starts at a byte
 	}
 	end := r.ix.BlobSize
 	if s.cp+1 < len(cps) {
@@ -424,7 +426,7 @@ func (r *Reader) decodeISAL(i int, in section) ([]byte, error) {
 		return nil, err
 	}
 	out := r.cache.alloc(r.spans[i].end - r.spans[i].start)
-	err := inflateSpan(src, cp.Bit, cp.Window, out)
+	err := inflateSpan(src, cp.Bit, cp.Window, cp.Member, out)
 	if err == nil {
 		err = r.checkSum(i, out)
 	}
