@@ -11,9 +11,10 @@ import (
 // fresh buffer, which the kernel has to fault in and zero. The zero value keeps nothing;
 // its methods need the owner's lock.
 type bufferList struct {
-	free [][]byte
-	max  int // buffers kept at most
-	made int // buffers allocated
+	free   [][]byte
+	max    int   // buffers kept at most
+	minCap int64 // capacity of a new buffer at least
+	made   int   // buffers allocated
 }
 
 // get returns a buffer of n bytes, whose contents are undefined.
@@ -25,7 +26,7 @@ func (l *bufferList) get(n int64) []byte {
 		}
 	}
 	l.made++
-	return make([]byte, n, bufCap(n))
+	return make([]byte, n, bufCap(max(n, l.minCap)))
 }
 
 // put keeps b for get, or lets it go when enough are kept (the smallest first, as they
