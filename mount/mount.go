@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -106,6 +107,9 @@ func Mount(dir string, root gofs.InodeEmbedder, opts Options) (*Server, error) {
 	if err != nil {
 		signal.Stop(sigs)
 		return nil, fmt.Errorf("mounting %s: %w", dir, err)
+	}
+	if os.Geteuid() == 0 {
+		_ = raiseReadAhead(dir) // only faster, and the mount works as well without
 	}
 	return &Server{dir: dir, srv: srv, sigs: sigs}, nil
 }
@@ -208,13 +212,18 @@ func lazyUnmount(dir string) error {
 // MountedType returns the filesystem type of the mount at dir (the topmost, if several
 // are stacked), from /proc/self/mountinfo.
 func MountedType(dir string) (string, bool) {
+	_, fstype, ok := mountInfo(dir)
+	return fstype, ok
+}
+
+// mountInfo returns the device number ("major:minor") and filesystem type of the mount at
+// dir (the topmost, if several are stacked), from /proc/self/mountinfo.
+func mountInfo(dir string) (dev, fstype string, found bool) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
-		return "", false
+		return "", "", false
 	}
 	defer f.Close()
-	var fstype string
-	found := false
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		// id parent major:minor root mountpoint options [optional...] - fstype source super
@@ -224,12 +233,37 @@ func MountedType(dir string) (string, bool) {
 		}
 		for i, fld := range fields {
 			if fld == "-" && i+1 < len(fields) {
-				fstype, found = fields[i+1], true
+				dev, fstype, found = fields[2], fields[i+1], true
 				break
 			}
 		}
 	}
-	return fstype, found
+	return dev, fstype, found
+}
+
+// readAheadKB is how far the kernel reads ahead of a sequential reader of the mount: one
+// request of max_read. The kernel caps a FUSE mount's read-ahead at its 128 KiB default
+// whatever the daemon asks for, so a reader had 256 KiB requests, one at a time. Cold cp
+// of the bench export.tar, A/B of 6: 0.74 s at 128 KiB, 0.60 s at 1 MiB, and dd bs=32k
+// 0.68 -> 0.59 s; 2 MiB was slower than either (two requests decoding at once).
+const readAheadKB = 1 << 10
+
+// raiseReadAhead sets the read-ahead of the mount at dir to readAheadKB, through its bdi in
+// sysfs, which only root may write: other mounts keep the kernel's default.
+func raiseReadAhead(dir string) error {
+	dev, _, ok := mountInfo(dir)
+	if !ok {
+		return fmt.Errorf("%s is not a mount point", dir)
+	}
+	path := "/sys/class/bdi/" + dev + "/read_ahead_kb"
+	cur, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if kb, err := strconv.Atoi(strings.TrimSpace(string(cur))); err == nil && kb >= readAheadKB {
+		return nil
+	}
+	return os.WriteFile(path, []byte(strconv.Itoa(readAheadKB)), 0)
 }
 
 // unescapeMountinfo undoes the octal escapes (\040 for space) of mountinfo paths.

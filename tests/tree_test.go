@@ -272,4 +272,9 @@ func TestMountinfo(t *testing.T) {
 	if got := ok(t, "", "mount"); !strings.Contains(got, "imgfs on "+f.mnt+" type fuse.imgfs (ro,nosuid,nodev") {
 		t.Errorf("mount does not show %s: %q", f.mnt, got)
 	}
+	// Mounted by root, the kernel reads ahead one full 1 MiB request, not its 128 KiB.
+	dev := strings.TrimSpace(ok(t, "", "mountpoint", "-d", f.mnt))
+	if got := strings.TrimSpace(ok(t, "", "cat", "/sys/class/bdi/"+dev+"/read_ahead_kb")); got != "1024" {
+		t.Errorf("read_ahead_kb of the mount is %s, want 1024", got)
+	}
 }
