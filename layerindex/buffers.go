@@ -1,9 +1,6 @@
 package layerindex
 
-import (
-	"math/bits"
-	"sync"
-)
+import "math/bits"
 
 // bufferList keeps a few buffers that nobody holds any more, for the next one needed of
 // about their size. It is not a sync.Pool because a garbage collection empties those, and
@@ -11,10 +8,9 @@ import (
 // fresh buffer, which the kernel has to fault in and zero. The zero value keeps nothing;
 // its methods need the owner's lock.
 type bufferList struct {
-	free   [][]byte
-	max    int   // buffers kept at most
-	minCap int64 // capacity of a new buffer at least
-	made   int   // buffers allocated
+	free [][]byte
+	max  int // buffers kept at most
+	made int // buffers allocated
 }
 
 // get returns a buffer of n bytes, whose contents are undefined.
@@ -26,11 +22,11 @@ func (l *bufferList) get(n int64) []byte {
 		}
 	}
 	l.made++
-	return make([]byte, n, bufCap(max(n, l.minCap)))
+	return make([]byte, n, bufCap(n))
 }
 
 // put keeps b for get, or lets it go when enough are kept (the smallest first, as they
-// fit the fewest requests).
+// fit the fewest spans).
 func (l *bufferList) put(b []byte) {
 	if len(l.free) < l.max {
 		l.free = append(l.free, b)
@@ -48,27 +44,9 @@ func (l *bufferList) put(b []byte) {
 }
 
 // bufCap rounds n up to the next of eight sizes per power of two, so that a freed buffer
-// fits most requests after it: spans differ in length by the part of a DEFLATE block that
-// runs past SpanSize, and their compressed input by how well each compresses.
+// fits most spans after it: their lengths differ by the part of a DEFLATE block that runs
+// past SpanSize.
 func bufCap(n int64) int64 {
 	step := max(int64(4096), int64(1)<<(bits.Len64(uint64(n))-1)/8)
 	return (n + step - 1) / step * step
-}
-
-// lockedBuffers is a bufferList with a lock of its own.
-type lockedBuffers struct {
-	mu   sync.Mutex
-	list bufferList
-}
-
-func (l *lockedBuffers) get(n int64) []byte {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.list.get(n)
-}
-
-func (l *lockedBuffers) put(b []byte) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.list.put(b)
 }

@@ -5,6 +5,7 @@ package layerindex
 import (
 	"archive/tar"
 	"bytes"
+	"fmt"
 	"io"
 	"testing"
 )
@@ -16,52 +17,65 @@ func TestISALDecodes(t *testing.T) {
 		if v.name == "plain" || v.name == "zstd-single" || v.name == "zstd-multi" {
 			continue
 		}
-		t.Run(v.name, func(t *testing.T) {
-			ix := build(t, v.blob, testSpan)
-			r, err := NewReader(bytes.NewReader(v.blob), ix, NewCache(1<<20))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer r.Close()
-			var got bytes.Buffer
-			if _, err := io.Copy(&got, io.NewSectionReader(r, 0, r.Size())); err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(got.Bytes(), v.tar) {
-				t.Fatal("bytes differ")
-			}
-			// The first span starts at a gzip header, which ISA-L reads too.
-			if in, ok := r.isalInput(0); !ok {
-				t.Error("span 0 (a gzip member start) is not ISA-L's")
-			} else if b, err := r.decodeISAL(0, in); err != nil {
-				t.Errorf("ISA-L on span 0: %v", err)
-			} else if err == nil && !bytes.Equal(b, v.tar[:len(b)]) {
-				t.Error("ISA-L decodes span 0 wrong")
-			}
-			// ISA-L decodes every span that is a whole interval, through member ends
-			// (gzip-multi) too: none falls back to our inflater.
-			whole := int64(1) // span 0 again, above
-			for _, sp := range r.spans {
-				if !sp.split {
-					whole++
-				}
-			}
-			if n, failed := r.isalDecoded.Load(), r.isalFailed.Load(); n < whole || failed > 0 {
-				t.Errorf("ISA-L decoded %d spans and failed on %d; want all %d whole intervals of %d spans",
-					n, failed, whole, len(r.spans))
-			}
-		})
+		// Input read in pieces as long as the bench's, and in pieces of 977 bytes, which
+		// split blocks, member ends and trailers.
+		for _, piece := range []int{isalPiece, 977} {
+			t.Run(fmt.Sprintf("%s/piece=%d", v.name, piece), func(t *testing.T) {
+				defer func(old int) { isalPiece = old }(isalPiece)
+				isalPiece = piece
+				testISALDecodes(t, v.blob, v.tar)
+			})
+		}
 	}
 }
 
-// FuzzISALSpans decodes the spans of a gzip layer, corrupted or not, with ISA-L and through
-// the Reader: whatever either returns without an error is the layer's bytes. ISA-L parses
+func testISALDecodes(t *testing.T, blob, tar []byte) {
+	ix := build(t, blob, testSpan)
+	r, err := NewReader(bytes.NewReader(blob), ix, NewCache(1<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var got bytes.Buffer
+	if _, err := io.Copy(&got, io.NewSectionReader(r, 0, r.Size())); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got.Bytes(), tar) {
+		t.Fatal("bytes differ")
+	}
+	// The first span starts at a gzip header, which ISA-L reads too.
+	if in, ok := r.isalInput(0); !ok {
+		t.Error("span 0 (a gzip member start) is not ISA-L's")
+	} else if b, err := r.decodeISAL(0, in); err != nil {
+		t.Errorf("ISA-L on span 0: %v", err)
+	} else if err == nil && !bytes.Equal(b, tar[:len(b)]) {
+		t.Error("ISA-L decodes span 0 wrong")
+	}
+	// ISA-L decodes every span that is a whole interval, through member ends
+	// (gzip-multi) too: none falls back to our inflater.
+	whole := int64(1) // span 0 again, above
+	for _, sp := range r.spans {
+		if !sp.split {
+			whole++
+		}
+	}
+	if n, failed := r.isalDecoded.Load(), r.isalFailed.Load(); n < whole || failed > 0 {
+		t.Errorf("ISA-L decoded %d spans and failed on %d; want all %d whole intervals of %d spans",
+			n, failed, whole, len(r.spans))
+	}
+}
+
+// FuzzISALSpans decodes the spans of a gzip layer, corrupted or not, with ISA-L (its input
+// read in pieces of any length) and through the Reader: whatever either returns without an
+// error is the layer's bytes. ISA-L parses
 // untrusted blobs in C; the span's CRC-32C is what stands between it and wrong bytes.
 func FuzzISALSpans(f *testing.F) {
-	f.Add([]byte("hello, layer"), uint8(6), uint8(0), uint16(0), uint8(0))
-	f.Add([]byte("members"), uint8(1), uint8(3), uint16(0), uint8(0))
-	f.Add([]byte("corrupt"), uint8(9), uint8(2), uint16(700), uint8(0x10))
-	f.Fuzz(func(t *testing.T, content []byte, level, members uint8, at uint16, xor uint8) {
+	f.Add([]byte("hello, layer"), uint8(6), uint8(0), uint16(0), uint8(0), uint16(65000))
+	f.Add([]byte("members"), uint8(1), uint8(3), uint16(0), uint8(0), uint16(100))
+	f.Add([]byte("corrupt"), uint8(9), uint8(2), uint16(700), uint8(0x10), uint16(3000))
+	f.Fuzz(func(t *testing.T, content []byte, level, members uint8, at uint16, xor uint8, piece uint16) {
+		defer func(old int) { isalPiece = old }(isalPiece)
+		isalPiece = 16 + int(piece) // input read in pieces of any length
 		if len(content) == 0 {
 			content = []byte{0}
 		}

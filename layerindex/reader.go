@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
-	"runtime"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -410,30 +409,11 @@ const isalSlack = 64
 
 type section struct{ start, end int64 }
 
-// compressed keeps the buffers that ISA-L's input is read into, one per decoder that can
-// run at once: a fresh one per span would be faulted in each time. Their lengths vary with
-// how well each span compresses, so each is made large enough for most spans from the
-// start: a buffer replaced by a larger one was faulted in for nothing (17 MiB of the
-// daemon's page faults in a cold cp of the bench export), and the pages a buffer's
-// capacity adds cost nothing until written.
-var compressed = lockedBuffers{list: bufferList{
-	max:    runtime.GOMAXPROCS(0) + 1,
-	minCap: DefaultSpanSize + 64<<10,
-}}
-
 // decodeISAL decodes span i with ISA-L from the compressed bytes in.
 func (r *Reader) decodeISAL(i int, in section) ([]byte, error) {
 	cp := r.ix.Checkpoints[r.spans[i].cp]
-	src := compressed.get(in.end - in.start)
-	defer compressed.put(src)
-	if n, err := r.blob.ReadAt(src, in.start); n < len(src) {
-		if err == nil || err == io.EOF {
-			err = io.ErrUnexpectedEOF
-		}
-		return nil, err
-	}
 	out := r.cache.alloc(r.spans[i].end - r.spans[i].start)
-	err := inflateSpan(src, cp.Bit, cp.Window, cp.Member, out)
+	err := inflateSpan(r.blob, in, cp.Bit, cp.Window, cp.Member, out)
 	if err == nil {
 		err = r.checkSum(i, out)
 	}
