@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -65,6 +66,34 @@ type FS struct {
 	images  map[digest.Digest]*image
 	blobsMu sync.Mutex
 	blobs   map[digest.Digest]*blobReader
+
+	readAhead atomic.Value // of ReadAhead, once SetReadAhead is called
+}
+
+// ReadAhead switches the kernel's read-ahead for the files opened next on the mount
+// (mount.Server.ReadAhead). The kernel takes a file's read-ahead from its mount when it
+// opens it, and the mount's suits the many small files of rootfs/; export.tar, read whole
+// and in order, goes faster with more.
+type ReadAhead interface {
+	Raise() // for the files opened from now on, for a short while
+	Lower() // back to the mount's own
+}
+
+// SetReadAhead gives the filesystem the mount's read-ahead switch: it raises it when it
+// answers the lookup of an export.tar (which every open of one follows) and lowers it at
+// the first read of one.
+func (f *FS) SetReadAhead(ra ReadAhead) { f.readAhead.Store(&ra) }
+
+func (f *FS) raiseReadAhead() {
+	if ra, _ := f.readAhead.Load().(*ReadAhead); ra != nil {
+		(*ra).Raise()
+	}
+}
+
+func (f *FS) lowerReadAhead() {
+	if ra, _ := f.readAhead.Load().(*ReadAhead); ra != nil {
+		(*ra).Lower()
+	}
 }
 
 // New returns the filesystem of the images in s.

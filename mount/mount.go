@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 
@@ -44,6 +43,8 @@ type Server struct {
 	dir  string
 	srv  *fuse.Server
 	sigs chan os.Signal // SIGTERM, SIGINT, SIGHUP, caught from before the mount is made
+
+	readAhead *readAhead // nil: the mount's read-ahead cannot be changed (not root)
 }
 
 // Mount mounts root at dir, read-only, nosuid, nodev, and serves it. A stale imgfs mount
@@ -108,10 +109,7 @@ func Mount(dir string, root gofs.InodeEmbedder, opts Options) (*Server, error) {
 		signal.Stop(sigs)
 		return nil, fmt.Errorf("mounting %s: %w", dir, err)
 	}
-	if os.Geteuid() == 0 {
-		_ = raiseReadAhead(dir) // only faster, and the mount works as well without
-	}
-	return &Server{dir: dir, srv: srv, sigs: sigs}, nil
+	return &Server{dir: dir, srv: srv, sigs: sigs, readAhead: newReadAhead(dir)}, nil
 }
 
 // Dir is the mount point.
@@ -239,31 +237,6 @@ func mountInfo(dir string) (dev, fstype string, found bool) {
 		}
 	}
 	return dev, fstype, found
-}
-
-// readAheadKB is how far the kernel reads ahead of a sequential reader of the mount: one
-// request of max_read. The kernel caps a FUSE mount's read-ahead at its 128 KiB default
-// whatever the daemon asks for, so a reader had 256 KiB requests, one at a time. Cold cp
-// of the bench export.tar, A/B of 6: 0.74 s at 128 KiB, 0.60 s at 1 MiB, and dd bs=32k
-// 0.68 -> 0.59 s; 2 MiB was slower than either (two requests decoding at once).
-const readAheadKB = 1 << 10
-
-// raiseReadAhead sets the read-ahead of the mount at dir to readAheadKB, through its bdi in
-// sysfs, which only root may write: other mounts keep the kernel's default.
-func raiseReadAhead(dir string) error {
-	dev, _, ok := mountInfo(dir)
-	if !ok {
-		return fmt.Errorf("%s is not a mount point", dir)
-	}
-	path := "/sys/class/bdi/" + dev + "/read_ahead_kb"
-	cur, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	if kb, err := strconv.Atoi(strings.TrimSpace(string(cur))); err == nil && kb >= readAheadKB {
-		return nil
-	}
-	return os.WriteFile(path, []byte(strconv.Itoa(readAheadKB)), 0)
 }
 
 // unescapeMountinfo undoes the octal escapes (\040 for space) of mountinfo paths.

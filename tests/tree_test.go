@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/imgfs/imgfs/store"
 	"github.com/opencontainers/go-digest"
@@ -272,9 +273,42 @@ func TestMountinfo(t *testing.T) {
 	if got := ok(t, "", "mount"); !strings.Contains(got, "imgfs on "+f.mnt+" type fuse.imgfs (ro,nosuid,nodev") {
 		t.Errorf("mount does not show %s: %q", f.mnt, got)
 	}
-	// Mounted by root, the kernel reads ahead one full 1 MiB request, not its 128 KiB.
+}
+
+// The kernel reads ahead 1 MiB in an export.tar, a request of max_read, but keeps its own
+// read-ahead for the rest of the mount. It copies a file's read-ahead from the mount when it
+// opens the file, which on an imgfs mount it does without asking the daemon once a file of
+// rootfs/ has been opened; so the daemon raises the mount's value when it answers the
+// lookup of an export.tar, and lowers it at the first read of one, or a second later.
+func TestExportReadAhead(t *testing.T) {
+	f := sharedFixture(t)
+	ok(t, "", "cat", filepath.Join(f.mnt, "test/app/v1/rootfs/etc/hello.txt")) // no OPEN from here on
 	dev := strings.TrimSpace(ok(t, "", "mountpoint", "-d", f.mnt))
-	if got := strings.TrimSpace(ok(t, "", "cat", "/sys/class/bdi/"+dev+"/read_ahead_kb")); got != "1024" {
-		t.Errorf("read_ahead_kb of the mount is %s, want 1024", got)
+	bdi := "/sys/class/bdi/" + dev + "/read_ahead_kb"
+	idle := "128" // the kernel's
+	back := func(what string) {
+		t.Helper()
+		for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			now := strings.TrimSpace(ok(t, "", "cat", bdi))
+			if now == idle {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("read_ahead_kb is %s %s, want %s back", now, what, idle)
+			}
+		}
 	}
+	back("a second after the tests before looked at an export.tar")
+	tarPath := filepath.Join(f.mnt, "test/app/v1/export.tar")
+	// Opened: raised. The kernel's page cache may answer the read without the daemon, so
+	// the value comes back by the read or the second after.
+	if got := ok(t, "", "sh", "-c", `exec 3<"$1"; cat "$2"; head -c 1 <&3 >/dev/null`, "sh", tarPath, bdi); got != "1024\n" {
+		t.Errorf("read_ahead_kb while export.tar is open: %q, want 1024", got)
+	}
+	back("after export.tar was read")
+	ok(t, "", "stat", tarPath)
+	if got := strings.TrimSpace(ok(t, "", "cat", bdi)); got != "1024" {
+		t.Errorf("read_ahead_kb right after a stat of export.tar: %s, want 1024", got)
+	}
+	back("a second after a stat of export.tar")
 }

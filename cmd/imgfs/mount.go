@@ -118,6 +118,7 @@ func serve(cmd *cobra.Command, g *globals, dir string, opts mount.Options) error
 	if err != nil {
 		return err
 	}
+	f.SetReadAhead(srv.ReadAhead())
 	mount.Ready(nil)
 	logger.Info("mounted", "store", s.Root(), "mountpoint", srv.Dir(), "pid", os.Getpid(), "version", version)
 	err = srv.Serve()
