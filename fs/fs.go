@@ -67,7 +67,7 @@ type FS struct {
 	blobsMu sync.Mutex
 	blobs   map[digest.Digest]*blobReader
 
-	readAhead atomic.Value // of ReadAhead, once SetReadAhead is called
+	readAhead atomic.Pointer[ReadAhead] // nil until SetReadAhead
 }
 
 // ReadAhead switches the kernel's read-ahead for the files opened next on the mount
@@ -85,13 +85,13 @@ type ReadAhead interface {
 func (f *FS) SetReadAhead(ra ReadAhead) { f.readAhead.Store(&ra) }
 
 func (f *FS) raiseReadAhead() {
-	if ra, _ := f.readAhead.Load().(*ReadAhead); ra != nil {
+	if ra := f.readAhead.Load(); ra != nil {
 		(*ra).Raise()
 	}
 }
 
 func (f *FS) lowerReadAhead() {
-	if ra, _ := f.readAhead.Load().(*ReadAhead); ra != nil {
+	if ra := f.readAhead.Load(); ra != nil {
 		(*ra).Lower()
 	}
 }

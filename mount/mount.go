@@ -44,7 +44,7 @@ type Server struct {
 	srv  *fuse.Server
 	sigs chan os.Signal // SIGTERM, SIGINT, SIGHUP, caught from before the mount is made
 
-	readAhead *readAhead // nil: the mount's read-ahead cannot be changed (not root)
+	readAhead *ReadAhead // nil: the mount's read-ahead cannot be changed (not root)
 }
 
 // Mount mounts root at dir, read-only, nosuid, nodev, and serves it. A stale imgfs mount
@@ -138,6 +138,7 @@ func (s *Server) Serve() error {
 	stopMemory := make(chan struct{})
 	defer close(stopMemory)
 	go holdMemory(stopMemory)
+	defer s.readAhead.close()
 	done := make(chan struct{})
 	go func() {
 		s.srv.Wait()

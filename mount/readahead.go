@@ -23,29 +23,31 @@ const streamReadAheadKB = 1 << 10
 // raisedFor is how long a raise lasts when no read of the file comes to end it.
 const raisedFor = time.Second
 
-// readAhead switches the read-ahead of the files opened on a mount. The kernel copies a
+// ReadAhead switches the read-ahead of the files opened on a mount. The kernel copies a
 // file's read-ahead from its mount's bdi (/sys/class/bdi/MAJ:MIN/read_ahead_kb) when it
 // opens the file, and imgfs mounts open files without asking the daemon (no OPEN); but the
 // path walk of an open asks for the file (LOOKUP) first, unless its entry is cached. So
 // the filesystem raises the value when it answers the lookup of a file read whole, and
-// lowers it back at that file's first read, or after raisedFor.
-type readAhead struct {
+// lowers it back at that file's first read, or after raisedFor. A nil ReadAhead, of a mount
+// whose read-ahead cannot be changed, does nothing.
+type ReadAhead struct {
 	path   string      // the bdi's read_ahead_kb
 	raised atomic.Bool // found is set
 
-	mu    sync.Mutex
-	found []byte      // the value before the raise
-	timer *time.Timer // lowers it when no read comes
+	mu     sync.Mutex
+	found  []byte      // the value before the raise
+	timer  *time.Timer // lowers it when no read comes
+	closed bool        // the mount is gone: its device number may be another mount's
 }
 
 // newReadAhead returns the read-ahead switch of the mount at dir, or nil when it cannot
 // be changed (only root may write sysfs).
-func newReadAhead(dir string) *readAhead {
+func newReadAhead(dir string) *ReadAhead {
 	dev, _, ok := mountInfo(dir)
 	if !ok {
 		return nil
 	}
-	r := &readAhead{path: "/sys/class/bdi/" + dev + "/read_ahead_kb"}
+	r := &ReadAhead{path: "/sys/class/bdi/" + dev + "/read_ahead_kb"}
 	f, err := os.OpenFile(r.path, os.O_WRONLY, 0)
 	if err != nil {
 		return nil
@@ -56,9 +58,15 @@ func newReadAhead(dir string) *readAhead {
 
 // Raise sets the read-ahead of the files opened from now on to streamReadAheadKB, unless it
 // is that much already, for raisedFor or until Lower.
-func (r *readAhead) Raise() {
+func (r *ReadAhead) Raise() {
+	if r == nil {
+		return
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.closed {
+		return
+	}
 	if r.found == nil {
 		cur, err := os.ReadFile(r.path)
 		if err != nil {
@@ -81,8 +89,8 @@ func (r *readAhead) Raise() {
 }
 
 // Lower puts back the read-ahead that Raise found.
-func (r *readAhead) Lower() {
-	if !r.raised.Load() {
+func (r *ReadAhead) Lower() {
+	if r == nil || !r.raised.Load() {
 		return
 	}
 	r.mu.Lock()
@@ -94,19 +102,20 @@ func (r *readAhead) Lower() {
 	}
 }
 
-// ReadAhead is the mount's switch of the kernel's read-ahead for the files opened next
-// (see readAhead): it does nothing on a mount whose read-ahead cannot be changed.
-func (s *Server) ReadAhead() interface {
-	Raise()
-	Lower()
-} {
-	if s.readAhead == nil {
-		return noReadAhead{}
+// close puts the read-ahead back, if raised, and stops the timer: the mount is going away.
+func (r *ReadAhead) close() {
+	if r == nil {
+		return
 	}
-	return s.readAhead
+	r.Lower()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.closed = true
+	if r.timer != nil {
+		r.timer.Stop()
+	}
 }
 
-type noReadAhead struct{}
-
-func (noReadAhead) Raise() {}
-func (noReadAhead) Lower() {}
+// ReadAhead is the mount's switch of the kernel's read-ahead for the files opened next;
+// nil (doing nothing) on a mount whose read-ahead cannot be changed.
+func (s *Server) ReadAhead() *ReadAhead { return s.readAhead }
