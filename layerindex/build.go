@@ -95,6 +95,11 @@ func Build(blob io.Reader, opts BuildOptions) (*Index, error) {
 		stream = z
 		defer func() { ix.Sequential = frames == 1 }()
 	default:
+		// A plain layer is read straight from its blob, so nothing is decoded that a
+		// checksum could catch later: its CRCs are what let a read refuse a blob damaged
+		// since. They cover short pieces, as a read checks every piece it touches whole.
+		ix.SpanSize = min(span, PlainSpanSize)
+		ix.Checkpoints = []Checkpoint{{}}
 		stream = br
 	}
 	tee := &countingReader{r: io.TeeReader(stream, sums)}

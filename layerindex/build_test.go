@@ -323,13 +323,12 @@ func TestBadInput(t *testing.T) {
 }
 
 // TestCorruptBlobAfterIndexing: a blob damaged after it was indexed makes reads of the
-// damaged spans fail; no read ever returns wrong bytes.
+// damaged spans fail; no read ever returns wrong bytes. A plain layer is read straight
+// from its blob, so every read that covers the damaged byte must fail, whatever its
+// offset and length.
 func TestCorruptBlobAfterIndexing(t *testing.T) {
 	data := goTar(t)
 	for _, v := range variants(t) {
-		if v.comp == Uncompressed {
-			continue
-		}
 		t.Run(v.name, func(t *testing.T) {
 			ix := build(t, v.blob, testSpan)
 			failed, flips := 0, 8
@@ -358,12 +357,52 @@ func TestCorruptBlobAfterIndexing(t *testing.T) {
 						t.Fatalf("flip at blob byte %d: read at %d returned wrong bytes without error", at, off)
 					}
 				}
+				if v.comp == Uncompressed {
+					checkPlainFlip(t, r, data, int64(at))
+				}
 				r.Close()
 			}
 			if failed == 0 {
 				t.Error("no read failed on a damaged blob")
 			}
 		})
+	}
+}
+
+// checkPlainFlip reads a plain layer whose blob byte at is damaged with reads of many
+// offsets and lengths: those that cover at fail, and every byte returned is right.
+func checkPlainFlip(t *testing.T, r *Reader, data []byte, at int64) {
+	t.Helper()
+	for _, n := range []int64{1, 100, 511, 4096, 40000, 200000} {
+		for _, off := range []int64{at - n, at - n + 1, at - n/2, at, at + 1, at + 3000} {
+			if off < 0 || off >= r.Size() {
+				continue
+			}
+			p := make([]byte, n)
+			got, err := r.ReadAt(p, off)
+			if !bytes.Equal(p[:got], data[off:off+int64(got)]) {
+				t.Fatalf("flip at %d: ReadAt(%d bytes at %d) returned wrong bytes", at, n, off)
+			}
+			covers := off <= at && at < off+n
+			if covers && (err == nil || err == io.EOF) {
+				t.Fatalf("flip at %d: ReadAt(%d bytes at %d) returned %d bytes and %v, want an error", at, n, off, got, err)
+			}
+			if covers && off+int64(got) > at {
+				t.Fatalf("flip at %d: ReadAt(%d bytes at %d) returned the damaged byte", at, n, off)
+			}
+			bufs, release, err := r.ReadPinned(p, off)
+			if covers && (err == nil || err == io.EOF) {
+				t.Fatalf("flip at %d: ReadPinned(%d bytes at %d) succeeded", at, n, off)
+			}
+			k := off
+			for _, b := range bufs {
+				if !bytes.Equal(b, data[k:k+int64(len(b))]) {
+					t.Fatalf("flip at %d: ReadPinned(%d bytes at %d) returned wrong bytes", at, n, off)
+				}
+				k += int64(len(b))
+			}
+			release()
+		}
 	}
 }
 

@@ -1,6 +1,6 @@
 package layerindex
 
-// Layer index file format, version 1.
+// Layer index file format, version 2.
 //
 // All integers are varints (encoding/binary): "uvarint" is unsigned LEB128, "varint" is
 // zigzag-signed. An int64 that is non-negative in practice (sizes) is stored as the uvarint of
@@ -9,7 +9,7 @@ package layerindex
 //
 //	file       = magic version body crc32c
 //	magic      = "imgfsidx"                       8 bytes
-//	version    = uvarint                         IndexVersion (1)
+//	version    = uvarint                         IndexVersion (2)
 //	body       = header strtab entries checkpoints   (no bytes may follow checkpoints)
 //	crc32c     = 4 bytes, little-endian          CRC-32C (Castagnoli) of everything before it
 //
@@ -38,6 +38,9 @@ package layerindex
 // ModTime is time.Unix(sec, nsec).UTC() with 0 < nsec < 1e9 when present. flags&2 is set
 // when Linkname != "", flags&4 when PAXRecords != nil (npax may be 0: an empty, non-nil
 // slice), flags&8 when Devmajor or Devminor is non-zero. Unknown flag bits are corruption.
+//
+// Version 2 differs from 1 only in what Build records: a plain layer has a checkpoint at
+// 0 with the CRCs of its pieces, which a version 1 index lacks.
 //
 // Checkpoints: din and dout are deltas of In and Out against the previous checkpoint. A
 // non-nil Window stores its length (<= 32 KiB) and, when non-empty, the window compressed
@@ -84,7 +87,7 @@ import (
 
 // IndexVersion is the version of the layer index format MarshalBinary writes and
 // UnmarshalBinary reads.
-const IndexVersion = 1
+const IndexVersion = 2
 
 var (
 	// ErrCorruptIndex is wrapped by every error UnmarshalBinary returns for data that is not a

@@ -24,6 +24,11 @@ import (
 // carries a compressed 32 KiB window).
 const DefaultSpanSize = 4 << 20
 
+// PlainSpanSize is the length of the pieces of a plain (uncompressed) layer that its CRCs
+// cover. A read of a plain layer checks every piece it touches whole, so the pieces are
+// short: a small file's read reads little more than the file.
+const PlainSpanSize = 32 << 10
+
 // Compression is how a layer blob is encoded.
 type Compression uint8
 
@@ -54,15 +59,17 @@ type Index struct {
 	BlobSize    int64         // compressed size
 	Size        int64         // uncompressed size of the tar stream
 	DiffID      digest.Digest // sha256 of the uncompressed stream
-	SpanSize    int64         // the SpanSize the checkpoints were taken with
+	SpanSize    int64         // the SpanSize the checkpoints were taken with (for a plain layer, the CRCs)
 
 	// Sequential marks a compressed layer with a single restart point over a long stream
 	// (a single-frame zstd layer): reads decode from its start once and are then served
 	// from the span cache.
 	Sequential bool
 
-	Entries     []Entry
-	Checkpoints []Checkpoint // ascending by Out; Checkpoints[0].Out == 0 for compressed blobs
+	Entries []Entry
+	// Checkpoints are ascending by Out, and Checkpoints[0].Out == 0. A plain layer has
+	// one, at the start, for the CRCs of its SpanSize pieces.
+	Checkpoints []Checkpoint
 }
 
 // Entry is one tar header of a layer, as archive/tar reads it, plus where its data is.

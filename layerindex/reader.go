@@ -58,12 +58,6 @@ func NewReader(blob io.ReaderAt, ix *Index, cache *Cache) (*Reader, error) {
 	if ix.Size < 0 || ix.BlobSize < 0 {
 		return nil, fmt.Errorf("layer %s: index has negative sizes", ix.BlobDigest)
 	}
-	if ix.Compression == Uncompressed {
-		if ix.Size != ix.BlobSize {
-			return nil, fmt.Errorf("layer %s: index says %d bytes uncompressed in a %d-byte plain blob", ix.BlobDigest, ix.Size, ix.BlobSize)
-		}
-		return r, nil
-	}
 	cps := ix.Checkpoints
 	if ix.Size > 0 && (len(cps) == 0 || cps[0].Out != 0) {
 		return nil, fmt.Errorf("layer %s: index has no checkpoint at the start", ix.BlobDigest)
@@ -71,6 +65,15 @@ func NewReader(blob io.ReaderAt, ix *Index, cache *Cache) (*Reader, error) {
 	step := ix.SpanSize
 	if step <= 0 || step > MaxSpanSize {
 		return nil, fmt.Errorf("layer %s: index has span size %d", ix.BlobDigest, step)
+	}
+	if ix.Compression == Uncompressed {
+		if ix.Size != ix.BlobSize {
+			return nil, fmt.Errorf("layer %s: index says %d bytes uncompressed in a %d-byte plain blob", ix.BlobDigest, ix.Size, ix.BlobSize)
+		}
+		if ix.Size > 0 && (len(cps) != 1 || int64(len(cps[0].CRCs)) != pieceCount(ix.Size, step)) {
+			return nil, fmt.Errorf("layer %s: index of a plain layer has no checksum for each of its pieces", ix.BlobDigest)
+		}
+		return r, nil
 	}
 	for k, cp := range cps {
 		end := ix.Size
@@ -164,7 +167,21 @@ func (r *Reader) clip(off int64, n int) (int, error) {
 	return int(min(int64(n), r.ix.Size-off)), nil
 }
 
+// readPlain reads a plain layer's bytes straight from its blob into p, and returns as many
+// of them as it could check against the pieces' CRCs.
 func (r *Reader) readPlain(p []byte, off int64) (int, error) {
+	n, err := r.readBlob(p, off)
+	if n == 0 {
+		return 0, err
+	}
+	ok, sumErr := r.checkPlain(p[:n], off)
+	if sumErr != nil {
+		return ok, sumErr
+	}
+	return n, err
+}
+
+func (r *Reader) readBlob(p []byte, off int64) (int, error) {
 	n, err := r.blob.ReadAt(p, off)
 	if err == io.EOF {
 		err = nil
@@ -173,6 +190,79 @@ func (r *Reader) readPlain(p []byte, off int64) (int, error) {
 		}
 	}
 	return n, err
+}
+
+// checkPlain checks p, the plain layer's bytes at off, against the CRCs of the pieces it
+// touches, reading the rest of the first and last piece beside it. It returns how many
+// bytes of p lie before the first piece that fails.
+func (r *Reader) checkPlain(p []byte, off int64) (int, error) {
+	end := off + int64(len(p))
+	bp := plainScratch.Get().(*[]byte)
+	defer plainScratch.Put(bp)
+	for k := r.plainPiece(off); k <= r.plainPiece(end-1); k++ {
+		s, e := r.plainBounds(k)
+		sum, err := r.plainSum(p, off, s, e, bp)
+		if err == nil {
+			if want := r.ix.Checkpoints[0].CRCs[k]; sum != want {
+				err = fmt.Errorf("layer %s: blob bytes %d-%d fail their checksum (CRC-32C %08x, index says %08x)", r.ix.BlobDigest, s, e, sum, want)
+			}
+		}
+		if err != nil {
+			return int(max(s-off, 0)), err
+		}
+	}
+	return len(p), nil
+}
+
+// plainSum is the CRC-32C of the piece [s, e), whose part inside [off, off+len(p)) is in p;
+// the rest is read into *scratch.
+func (r *Reader) plainSum(p []byte, off, s, e int64, scratch *[]byte) (uint32, error) {
+	end := off + int64(len(p))
+	outside := func(s, e int64) ([]byte, error) {
+		if int64(cap(*scratch)) < e-s {
+			*scratch = make([]byte, e-s)
+		}
+		b := (*scratch)[:e-s]
+		_, err := r.readBlob(b, s)
+		return b, err
+	}
+	var sum uint32
+	if s < off {
+		head, err := outside(s, off)
+		if err != nil {
+			return 0, err
+		}
+		sum = crc32.Update(sum, castagnoli, head)
+	}
+	sum = crc32.Update(sum, castagnoli, p[max(s, off)-off:min(e, end)-off])
+	if e > end {
+		tail, err := outside(end, e)
+		if err != nil {
+			return 0, err
+		}
+		sum = crc32.Update(sum, castagnoli, tail)
+	}
+	return sum, nil
+}
+
+// plainScratch holds the buffers that the parts of pieces outside a read are read into.
+var plainScratch = sync.Pool{New: func() any { return new([]byte) }}
+
+// plainPiece is the number of the piece of a plain layer that holds byte off (see pieces).
+func (r *Reader) plainPiece(off int64) int {
+	if len(r.ix.Checkpoints[0].CRCs) == 1 {
+		return 0
+	}
+	return int(off / r.ix.SpanSize)
+}
+
+// plainBounds is where piece k of a plain layer starts and ends.
+func (r *Reader) plainBounds(k int) (int64, int64) {
+	if len(r.ix.Checkpoints[0].CRCs) == 1 {
+		return 0, r.ix.Size
+	}
+	s := int64(k) * r.ix.SpanSize
+	return s, min(s+r.ix.SpanSize, r.ix.Size)
 }
 
 // eachSpan passes the decoded bytes of [off, off+n) to use in order, a piece of one span at
