@@ -89,7 +89,8 @@ func (s *Store) ReadBlob(d digest.Digest, maxSize int64) ([]byte, error) {
 // else sha256); if expected is not empty and they do not match it, the temp file is
 // removed, the store is left untouched and the error names both digests. Otherwise the
 // file is fsynced and renamed into blobs/, and the directory fsynced. A blob already
-// present is not rewritten: r is then only hashed, to verify it.
+// present is not rewritten if it still hashes to its digest (r is then only hashed, to
+// verify it); a damaged one is replaced.
 func (s *Store) WriteBlob(r io.Reader, expected digest.Digest) (digest.Digest, int64, error) {
 	alg := digest.Canonical
 	if expected != "" {
@@ -104,23 +105,24 @@ func (s *Store) WriteBlob(r io.Reader, expected digest.Digest) (digest.Digest, i
 	}
 	defer release()
 
+	damaged := false
 	if fi, err := os.Stat(s.BlobPath(expected)); expected != "" && err == nil && fi.Mode().IsRegular() {
-		// Still read r through: the caller may be teeing it, and the bytes must be what
-		// they claim even if we keep our copy.
-		dg := alg.Digester()
-		n, err := io.Copy(dg.Hash(), r)
-		if err != nil {
-			return "", n, fmt.Errorf("store: blob %s: %w", expected, err)
+		// The stored copy was verified when it was written, but a disk or a hand may have
+		// changed it since: a new copy of the bytes is the one chance to mend it.
+		damaged = !s.blobIntact(expected)
+		if !damaged {
+			// Still read r through: the caller may be teeing it, and the bytes must be what
+			// they claim even if we keep our copy.
+			dg := alg.Digester()
+			n, err := io.Copy(dg.Hash(), r)
+			if err != nil {
+				return "", n, fmt.Errorf("store: blob %s: %w", expected, err)
+			}
+			if got := dg.Digest(); got != expected {
+				return got, n, fmt.Errorf("store: blob: %w: expected %s, got %s", ErrDigestMismatch, expected, got)
+			}
+			return expected, n, nil
 		}
-		if got := dg.Digest(); got != expected {
-			return got, n, fmt.Errorf("store: blob: %w: expected %s, got %s", ErrDigestMismatch, expected, got)
-		}
-		if fi.Size() != n {
-			// Blobs are only ever renamed in whole, so this is damage from outside.
-			return expected, n, fmt.Errorf("store: stored blob %s is damaged (%d bytes, want %d): remove %s and retry",
-				expected, fi.Size(), n, s.BlobPath(expected))
-		}
-		return expected, n, nil
 	}
 
 	f, err := s.createTemp("blob-*")
@@ -143,7 +145,7 @@ func (s *Store) WriteBlob(r io.Reader, expected digest.Digest) (digest.Digest, i
 		return got, n, err
 	}
 	dst := s.BlobPath(got)
-	if fi, err := os.Stat(dst); err == nil && fi.Size() == n {
+	if fi, err := os.Stat(dst); !damaged && err == nil && fi.Size() == n && s.blobIntact(got) {
 		// Someone stored it meanwhile (or it was there and no digest was expected).
 		fail(nil)
 		return got, n, nil
@@ -152,6 +154,20 @@ func (s *Store) WriteBlob(r io.Reader, expected digest.Digest) (digest.Digest, i
 		return "", 0, err
 	}
 	return got, n, nil
+}
+
+// blobIntact reports whether the stored blob d hashes to d.
+func (s *Store) blobIntact(d digest.Digest) bool {
+	f, err := os.Open(s.BlobPath(d))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	dg := d.Algorithm().Digester()
+	if _, err := io.Copy(dg.Hash(), f); err != nil {
+		return false
+	}
+	return dg.Digest() == d
 }
 
 // WriteLayer stores a layer blob and its layer index in one pass over r: the bytes

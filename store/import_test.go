@@ -970,3 +970,36 @@ func TestImportKill(t *testing.T) {
 	checkImported(t, s, "example.com/big:1", want)
 	checkReachable(t, s)
 }
+
+// TestReimportMendsDamagedBlob: a stored blob damaged after its import (same size, one byte
+// changed) is replaced by a later import of the same bytes, not kept because it is there.
+func TestReimportMendsDamagedBlob(t *testing.T) {
+	layout, _ := testLayout(t, nil)
+	a := dockerArchive(t, layout, "example.com/app:1")
+	s := openStore(t)
+	if _, err := s.Import(a, ImportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	img, err := s.Resolve("example.com/app:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	descs := append([]ocispec.Descriptor{img.Manifest.Config}, img.Manifest.Layers...)
+	for _, d := range descs {
+		p := s.BlobPath(d.Digest)
+		b := readFile(t, p)
+		b[len(b)/2] ^= 0x20
+		if err := os.WriteFile(p, b, 0o444); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Import(a, ImportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range descs {
+		if got := digest.FromBytes(readFile(t, s.BlobPath(d.Digest))); got != d.Digest {
+			t.Errorf("blob %s still damaged after a re-import (hashes to %s)", d.Digest, got)
+		}
+	}
+	assertTmpEmpty(t, s)
+}
