@@ -88,7 +88,16 @@ func lookupExport(ctx context.Context, parent *gofs.Inode, f *FS, p *exportPlan,
 	return parent.NewInode(ctx, n, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: ino}), 0
 }
 
-func (n *exportNode) attr(a *fuse.Attr) { fileAttr(a, n.a.Size(), 1<<20, n.mtime) }
+// attr gives export.tar mode 0444, or 0400 and the mount owner's uid and gid when other
+// users are let in: its bytes are those of every file of its images, 0600 ones included,
+// which the kernel would otherwise hand to anyone (see Options.AllowOther).
+func (n *exportNode) attr(a *fuse.Attr) {
+	fileAttr(a, n.a.Size(), 1<<20, n.mtime)
+	if n.fs.opts.AllowOther {
+		a.Mode = syscall.S_IFREG | 0o400
+		a.Uid, a.Gid = n.fs.uid, n.fs.gid
+	}
+}
 
 func (n *exportNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	n.attr(&out.Attr)

@@ -49,6 +49,11 @@ type Options struct {
 	ImageTimeout time.Duration
 	// Logger gets read errors and store problems (slog.Default()).
 	Logger *slog.Logger
+	// AllowOther says that users other than the mount's owner are let in, the kernel
+	// checking each file's mode and owner (mount.Options.AllowOther). export.tar, which
+	// holds the bytes of every file of its images whatever their modes, is then the
+	// owner's only: mode 0400, the uid and gid of this process.
+	AllowOther bool
 }
 
 // FS serves the images of a store. Make one with New; its Root is the root node to mount.
@@ -58,6 +63,8 @@ type FS struct {
 	log   *slog.Logger
 	opts  Options
 	start time.Time
+	uid   uint32 // the mount's owner, whose export.tar is under AllowOther
+	gid   uint32
 
 	mu      sync.Mutex
 	checked time.Time  // when index.json was last checked
@@ -119,6 +126,8 @@ func New(s *store.Store, opts Options) *FS {
 		log:    opts.Logger,
 		opts:   opts,
 		start:  time.Now(),
+		uid:    uint32(os.Getuid()),
+		gid:    uint32(os.Getgid()),
 		images: make(map[digest.Digest]*image),
 		blobs:  make(map[digest.Digest]*blobReader),
 	}

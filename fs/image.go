@@ -293,7 +293,9 @@ func (n *layersNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut
 	return n.NewInode(ctx, node, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: node.inode()}), 0
 }
 
-// bytesNode is a small file held in memory (manifest.json, config.json).
+// bytesNode is a small file held in memory (manifest.json, config.json). They are 0444
+// for everyone the mount lets in, even under AllowOther: they hold no file's bytes, only
+// digests and the image's config, which whoever may use rootfs/ needs to run it.
 type bytesNode struct {
 	gofs.Inode
 	data  []byte

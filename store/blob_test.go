@@ -44,6 +44,20 @@ func TestOpenCreatesLayout(t *testing.T) {
 	if imgs, err := s.Images(); err != nil || len(imgs) != 0 {
 		t.Fatalf("Images = %v, %v", imgs, err)
 	}
+	// A new store is its owner's only; a directory that exists keeps its mode.
+	if fi, err := os.Stat(root); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("new store %s: mode %v (%v), want 0700", root, fi.Mode(), err)
+	}
+	existing := filepath.Join(t.TempDir(), "existing")
+	if err := os.Mkdir(existing, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(existing); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(existing); err != nil || fi.Mode().Perm() != 0o755 {
+		t.Errorf("store in an existing directory: mode %v (%v), want 0755 as it was", fi.Mode(), err)
+	}
 
 	// Again, with an image in it: nothing is rewritten.
 	img := writeImage(t, s, imageOpts{})

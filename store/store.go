@@ -100,7 +100,7 @@ func DefaultRoot() string {
 const emptyIndex = `{"schemaVersion":2,"manifests":[]}`
 
 // Open opens the store at root, creating the layout (directories, oci-layout, an empty
-// index.json) if it is absent. An existing layout is not written to, so a read-only store
+// index.json) if it is absent, and root itself with mode 0700 if it does not exist. An existing layout is not written to, so a read-only store
 // opens fine. A directory whose oci-layout names another version is refused.
 func Open(root string) (*Store, error) {
 	if root == "" {
@@ -167,6 +167,11 @@ func (s *Store) checkLayout() (bool, error) {
 // a process creating index.json cannot replace one another process just created and
 // tagged into.
 func (s *Store) createLayout() error {
+	// A new store is its owner's only: its layer blobs hold every file of every image,
+	// whatever the files' own modes say.
+	if err := os.MkdirAll(s.root, 0o700); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
 	for _, d := range []string{
 		s.path("blobs", string(digest.Canonical)),
 		s.path(".imgfs", "index", string(digest.Canonical)),

@@ -111,7 +111,7 @@ func serve(cmd *cobra.Command, g *globals, dir string, opts mount.Options) error
 		return err
 	}
 	logger := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
-	f := fsys.New(s, fsys.Options{Logger: logger})
+	f := fsys.New(s, fsys.Options{Logger: logger, AllowOther: opts.AllowOther})
 	defer f.Close()
 	opts.Go = f.MountOptions()
 	srv, err := mount.Mount(dir, f.Root(), opts)
