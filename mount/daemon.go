@@ -22,19 +22,15 @@ func IsDaemon() bool { return os.Getenv(daemonEnv) != "" }
 
 // Daemonize starts this program again with args, which must make it mount and serve in
 // the foreground, as a daemon: in a session of its own, stdin from /dev/null, stdout and
-// stderr appended to logPath. It returns the daemon's pid once the daemon calls Ready(nil),
-// or the error the daemon reported, or what its log says if it died without a word, or a
-// timeout error (the daemon is then killed).
-func Daemonize(args []string, logPath string, timeout time.Duration) (int, error) {
+// stderr appended to logf (see OpenLog). It returns the daemon's pid once the daemon calls
+// Ready(nil), or the error the daemon reported, or what its log says if it died without a
+// word, or a timeout error (the daemon is then killed).
+func Daemonize(args []string, logf *os.File, timeout time.Duration) (int, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return 0, err
 	}
-	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
-	if err != nil {
-		return 0, fmt.Errorf("daemon log: %w", err)
-	}
-	defer logf.Close()
+	logPath := logf.Name()
 	start, _ := logf.Seek(0, io.SeekEnd)
 	null, err := os.Open(os.DevNull)
 	if err != nil {
@@ -78,19 +74,19 @@ func Daemonize(args []string, logPath string, timeout time.Duration) (int, error
 		return 0, errors.New(e)
 	}
 	// It died before saying anything: its log says why.
-	if tail := logTail(logPath, start); tail != "" {
+	if tail := logTail(logf, start); tail != "" {
 		return 0, fmt.Errorf("the daemon exited: %s", tail)
 	}
 	return 0, fmt.Errorf("the daemon exited without a word (log: %s)", logPath)
 }
 
 // logTail returns the last line the daemon wrote to its log past offset start.
-func logTail(path string, start int64) string {
-	data, err := os.ReadFile(path)
-	if err != nil || int64(len(data)) <= start {
+func logTail(logf *os.File, start int64) string {
+	data, err := io.ReadAll(io.NewSectionReader(logf, start, 1<<20))
+	if err != nil || len(data) == 0 {
 		return ""
 	}
-	lines := bytes.Split(bytes.TrimSpace(data[start:]), []byte("\n"))
+	lines := bytes.Split(bytes.TrimSpace(data), []byte("\n"))
 	return string(lines[len(lines)-1])
 }
 

@@ -3,6 +3,7 @@ package tests
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -52,6 +53,94 @@ func TestUmount(t *testing.T) {
 	log, _ := os.ReadFile(filepath.Join(st, ".imgfs", "mount.log"))
 	if !strings.Contains(string(log), "msg=mounted") || !strings.Contains(string(log), "msg=unmounted") {
 		t.Errorf("mount.log: %q", log)
+	}
+}
+
+// TestDaemonLogPrivate: the daemon of a store that cannot hold its log logs in a private
+// directory of the user's, never through a symlink someone else planted, neither at the
+// log's path nor at its directory's.
+func TestDaemonLogPrivate(t *testing.T) {
+	st := newStore(t)
+	// Root writes anywhere: a directory where the store's log would be keeps it out.
+	if err := os.Mkdir(filepath.Join(st, ".imgfs", "mount.log"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tmp := t.TempDir()
+	env := []string{"TMPDIR=" + tmp, "XDG_RUNTIME_DIR="}
+	victim := filepath.Join(t.TempDir(), "victim")
+	if err := os.WriteFile(victim, []byte("precious\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	unchanged := func() {
+		t.Helper()
+		if data, err := os.ReadFile(victim); err != nil || string(data) != "precious\n" {
+			t.Errorf("the file a planted symlink points to was written to: %q (%v)", data, err)
+		}
+	}
+	uid := os.Geteuid()
+	// The predictable path in the shared temp directory that imgfs once appended to.
+	if err := os.Symlink(victim, filepath.Join(tmp, fmt.Sprintf("imgfs-mount-%d.log", uid))); err != nil {
+		t.Fatal(err)
+	}
+	mnt := t.TempDir()
+	r := runWith(t, "", env, imgfsBin, "--store", st, "mount", mnt)
+	t.Cleanup(func() { unmountQuietly(mnt) })
+	dir := filepath.Join(tmp, fmt.Sprintf("imgfs-%d", uid))
+	logPath := filepath.Join(dir, "mount.log")
+	if r.code != 0 || !strings.Contains(r.stdout, "log "+logPath+")") {
+		t.Errorf("imgfs mount: %+v, want the log at %s", r, logPath)
+	}
+	imgfsOK(t, st, "umount", mnt)
+	unchanged()
+	if got := ok(t, "", "stat", "-c", "%a %u", dir); got != fmt.Sprintf("700 %d\n", uid) {
+		t.Errorf("%s: mode and owner %q, want 700 %d", dir, got, uid)
+	}
+	if log, _ := os.ReadFile(logPath); !strings.Contains(string(log), "msg=mounted") {
+		t.Errorf("%s: %q", logPath, log)
+	}
+
+	// The private directory itself planted, or made by someone else, or open to others:
+	// refused, nothing written.
+	other := t.TempDir()
+	for _, c := range []struct {
+		what string
+		make func() error
+	}{
+		{"a symlink", func() error { return os.Symlink(other, dir) }},
+		{"another user's", func() error {
+			if err := os.Mkdir(dir, 0o700); err != nil {
+				return err
+			}
+			return os.Chown(dir, 65534, 65534)
+		}},
+		{"open to others", func() error {
+			if err := os.Mkdir(dir, 0o700); err != nil {
+				return err
+			}
+			return os.Chmod(dir, 0o777)
+		}},
+	} {
+		if err := os.RemoveAll(dir); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.make(); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(victim, filepath.Join(dir, "mount.log")); err != nil {
+			t.Fatal(err)
+		}
+		r := runWith(t, "", env, imgfsBin, "--store", st, "mount", mnt)
+		if r.code != 1 || !strings.Contains(r.stderr, dir) {
+			t.Errorf("imgfs mount with %s %s: %+v, want exit 1 naming it", c.what, dir, r)
+		}
+		if typ := mountType(mnt); typ != "" {
+			unmountQuietly(mnt)
+			t.Errorf("imgfs mount with %s %s mounted (%s)", c.what, dir, typ)
+		}
+		unchanged()
+	}
+	if ents, _ := os.ReadDir(other); len(ents) != 1 || ents[0].Name() != "mount.log" {
+		t.Errorf("the directory a planted symlink points to: %v, want the planted mount.log alone", ents)
 	}
 }
 

@@ -82,9 +82,15 @@ type result struct {
 // runIn runs a program in dir ("" for the current one).
 func runIn(t *testing.T, dir string, name string, args ...string) result {
 	t.Helper()
+	return runWith(t, dir, nil, name, args...)
+}
+
+// runWith runs a program in dir with env added to the environment.
+func runWith(t *testing.T, dir string, env []string, name string, args ...string) result {
+	t.Helper()
 	cmd := exec.Command(name, args...)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "LC_ALL=C")
+	cmd.Env = append(os.Environ(), append([]string{"LC_ALL=C"}, env...)...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

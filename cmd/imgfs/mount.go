@@ -9,7 +9,6 @@ import (
 
 	fsys "github.com/imgfs/imgfs/fs"
 	"github.com/imgfs/imgfs/mount"
-	"github.com/imgfs/imgfs/store"
 	"github.com/spf13/cobra"
 )
 
@@ -29,7 +28,8 @@ func newMountCmd(g *globals) *cobra.Command {
   MOUNTPOINT/sha256:<image ID prefix>/   any image by ID (not listed)
 
 Images imported or removed while mounted show within a second. imgfs mount returns once
-the mount serves, leaving a daemon behind (log: .imgfs/mount.log in the store); with
+the mount serves, leaving a daemon behind (log: .imgfs/mount.log in the store, else
+mount.log in $XDG_RUNTIME_DIR/imgfs or $TMPDIR/imgfs-<uid>, private directories); with
 --foreground it serves until unmounted (imgfs umount, umount, fusermount3 -u) or
 interrupted. A stale mount left by a killed daemon is cleaned up first.`,
 		Args: exactArgs(1),
@@ -81,27 +81,17 @@ func daemonize(cmd *cobra.Command, g *globals, dir string, allowOther, debug boo
 		args = append(args, "--debug")
 	}
 	args = append(args, "--", dir)
-	logPath := daemonLog(s)
-	pid, err := mount.Daemonize(args, logPath, readyTimeout)
+	logf, err := mount.OpenLog(s.Root())
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "Mounted %s at %s (pid %d, log %s)\n", s.Root(), dir, pid, logPath)
-	return nil
-}
-
-// daemonLog is where the daemon writes: .imgfs/mount.log in the store, or, for a store we
-// cannot write, a file in the temp directory.
-func daemonLog(s *store.Store) string {
-	dir := filepath.Join(s.Root(), ".imgfs")
-	if err := os.MkdirAll(dir, 0o755); err == nil {
-		p := filepath.Join(dir, "mount.log")
-		if f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644); err == nil {
-			f.Close()
-			return p
-		}
+	defer logf.Close()
+	pid, err := mount.Daemonize(args, logf, readyTimeout)
+	if err != nil {
+		return err
 	}
-	return filepath.Join(os.TempDir(), fmt.Sprintf("imgfs-mount-%d.log", os.Getuid()))
+	fmt.Fprintf(cmd.OutOrStdout(), "Mounted %s at %s (pid %d, log %s)\n", s.Root(), dir, pid, logf.Name())
+	return nil
 }
 
 // serve mounts and serves in this process until unmounted.
