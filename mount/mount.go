@@ -183,18 +183,28 @@ func Unmount(dir string) error {
 	return nil
 }
 
-// CleanStale unmounts (lazily) a FUSE mount at dir whose server is gone, which stat shows
-// as ENOTCONN ("transport endpoint is not connected"). It reports whether there was one.
+// CleanStale unmounts (lazily) a FUSE mount at dir whose server is gone. It reports
+// whether there was one.
 func CleanStale(dir string) (bool, error) {
-	var st syscall.Stat_t
-	err := syscall.Stat(dir, &st)
-	if !errors.Is(err, syscall.ENOTCONN) {
+	if !dead(dir) {
 		return false, nil
 	}
 	if err := lazyUnmount(dir); err != nil {
 		return true, fmt.Errorf("cleaning up the stale mount at %s: %w", dir, err)
 	}
 	return true, nil
+}
+
+// dead reports whether dir is in a FUSE mount whose server is gone. It asks with
+// statfs(2), which the kernel forwards to the server every time: a stat may be answered
+// from the attributes the kernel cached (for a second on imgfs's root), and so take a mount
+// whose daemon was just killed for a live one. A dead mount answers ENOTCONN ("transport
+// endpoint is not connected"), or ECONNABORTED to a request that was waiting for the server
+// as it died.
+func dead(dir string) bool {
+	var st syscall.Statfs_t
+	err := syscall.Statfs(dir, &st)
+	return errors.Is(err, syscall.ENOTCONN) || errors.Is(err, syscall.ECONNABORTED)
 }
 
 func lazyUnmount(dir string) error {

@@ -185,6 +185,40 @@ func TestSignals(t *testing.T) {
 	}
 }
 
+// TestRemountAfterKill: imgfs mount right after the daemon of the mount there was killed
+// finds that mount dead, though the kernel still has the mount point's attributes cached,
+// and mounts anew. Every trial must succeed.
+func TestRemountAfterKill(t *testing.T) {
+	st := newStore(t)
+	mnt, pid := mountStore(t, st)
+	one := filepath.Join(mnt, "test/one/latest/layers/0/one.txt")
+	for i := range 5 {
+		if got := ok(t, "", "cat", one); got != "one\n" {
+			t.Fatalf("trial %d: cat: %q", i, got)
+		}
+		var stat syscall.Stat_t
+		if err := syscall.Stat(mnt, &stat); err != nil { // the kernel now caches it
+			t.Fatal(err)
+		}
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		r := imgfs(t, st, "mount", mnt)
+		var ok bool
+		if pid, ok = daemonPid(r.stdout); r.code != 0 || !ok {
+			t.Errorf("trial %d: imgfs mount right after kill -9: %+v", i, r)
+			// Mount again once the kernel no longer has it cached, for the next trial.
+			if !waitFor(5*time.Second, func() bool { return errors.Is(syscall.Stat(mnt, &stat), syscall.ENOTCONN) }) {
+				t.Fatalf("after kill -9, stat of the mount point: %v", syscall.Stat(mnt, &stat))
+			}
+			pid = mountAt(t, st, mnt)
+		}
+	}
+	if got := ok(t, "", "cat", one); got != "one\n" {
+		t.Errorf("cat after the last remount: %q", got)
+	}
+}
+
 func TestStoreChanges(t *testing.T) {
 	st := newStore(t)
 	mnt, _ := mountStore(t, st)

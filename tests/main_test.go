@@ -140,15 +140,21 @@ func mountStore(t *testing.T, store string) (string, int) {
 func mountAt(t *testing.T, store, mnt string) int {
 	t.Helper()
 	out := imgfsOK(t, store, "mount", mnt)
-	_, rest, found := strings.Cut(out, "(pid ")
-	pid, err := strconv.Atoi(strings.SplitN(rest, ",", 2)[0])
-	if !found || err != nil {
+	pid, found := daemonPid(out)
+	if !found {
 		t.Fatalf("imgfs mount printed %q: no pid", out)
 	}
 	if typ := mountType(mnt); typ != "fuse.imgfs" {
 		t.Fatalf("imgfs mount returned, but %s is mounted as %q", mnt, typ)
 	}
 	return pid
+}
+
+// daemonPid is the daemon's pid in what imgfs mount printed.
+func daemonPid(out string) (int, bool) {
+	_, rest, found := strings.Cut(out, "(pid ")
+	pid, err := strconv.Atoi(strings.SplitN(rest, ",", 2)[0])
+	return pid, found && err == nil
 }
 
 func unmountQuietly(mnt string) {
