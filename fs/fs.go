@@ -67,9 +67,10 @@ type FS struct {
 	gid   uint32
 
 	mu      sync.Mutex
-	checked time.Time  // when index.json was last checked
-	stamp   indexStamp // index.json as last read
-	names   *nameDir   // the tree above the images, from the last read
+	checked time.Time       // when index.json was last checked
+	stamp   indexStamp      // index.json as last read
+	names   *nameDir        // the tree above the images, from the last read
+	hidden  map[string]bool // the image names no path reaches that were logged (logHidden)
 	images  map[digest.Digest]*image
 	blobsMu sync.Mutex
 	blobs   map[digest.Digest]*blobReader
@@ -209,7 +210,9 @@ func (f *FS) tree() *nameDir {
 		}
 	}
 	f.stamp = st
-	f.names = buildNames(imgs, st.mtime)
+	var hidden []hiddenName
+	f.names, hidden = buildNames(imgs, st.mtime)
+	f.logHidden(hidden)
 	// Forget the state of images no longer named; nodes still in use keep theirs.
 	live := make(map[digest.Digest]bool, len(imgs))
 	for _, img := range imgs {
@@ -221,6 +224,23 @@ func (f *FS) tree() *nameDir {
 		}
 	}
 	return f.names
+}
+
+// logHidden logs the image names no path reaches, each once for the life of the mount
+// (index.json is read again on every change). Called with f.mu held.
+func (f *FS) logHidden(hidden []hiddenName) {
+	for _, h := range hidden {
+		key := h.name + "\x00" + h.path + "\x00" + h.id.String()
+		if f.hidden[key] {
+			continue
+		}
+		if f.hidden == nil {
+			f.hidden = make(map[string]bool)
+		}
+		f.hidden[key] = true
+		f.log.Warn("image name hidden by the tree: reach the image by ID", "name", h.name,
+			"path", h.path, "id", h.id.String())
+	}
 }
 
 // image returns the shared state of img (its layer trees, its rootfs), by manifest digest.

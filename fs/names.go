@@ -11,6 +11,7 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/imgfs/imgfs/store"
+	"github.com/opencontainers/go-digest"
 )
 
 // nameDir is a directory above the images: the root, a host or path component of a
@@ -28,10 +29,13 @@ func newNameDir(path string) *nameDir {
 	return &nameDir{path: path, dirs: map[string]*nameDir{}, images: map[string]store.Image{}}
 }
 
-// buildNames makes the tree of the named images. Untagged images are left out (they are
-// reachable by ID). A tag and a deeper repository of the same name (a:b and a/b) meet in
-// one name: the image wins.
-func buildNames(imgs []store.Image, mtime time.Time) *nameDir {
+// buildNames makes the tree of the named images, and returns the names that no path of
+// it reaches. Untagged images are left out (they are reachable by ID). Where a name meets
+// a path the tree already gives (docker allows both), the tree wins, and the name is
+// reached through its image's ID: a repository's export.tar wins over a tag export.tar
+// (busybox:export.tar), and an image over a deeper repository of the same name (busybox:x
+// over busybox/x:latest, whose directory busybox/x is busybox:x's).
+func buildNames(imgs []store.Image, mtime time.Time) (*nameDir, []hiddenName) {
 	root := newNameDir("")
 	for _, img := range imgs {
 		if img.Name == nil {
@@ -50,36 +54,79 @@ func buildNames(imgs []store.Image, mtime time.Time) *nameDir {
 		for c := range strings.SplitSeq(reference.FamiliarName(img.Name), "/") {
 			sub, ok := d.dirs[c]
 			if !ok {
-				p := c
-				if d.path != "" {
-					p = d.path + "/" + c
-				}
-				sub = newNameDir(p)
+				sub = newNameDir(d.child(c))
 				d.dirs[c] = sub
 			}
 			d = sub
 		}
 		d.images[leaf] = img
 	}
-	root.finish(mtime)
-	return root
+	hidden := root.finish(mtime)
+	slices.SortFunc(hidden, func(a, b hiddenName) int { return strings.Compare(a.name, b.name) })
+	return root, hidden
 }
 
-func (d *nameDir) finish(mtime time.Time) {
-	d.mtime = mtime
-	for n, sub := range d.dirs {
-		sub.finish(mtime)
-		if _, ok := d.images[n]; !ok {
-			d.list = append(d.list, n)
-		}
+// hiddenName is an image name that no path of the tree reaches: the path it would have
+// gives something else.
+type hiddenName struct {
+	name string        // busybox:export.tar, busybox/x:latest
+	path string        // busybox/export.tar (the repository's export), busybox/x (busybox:x)
+	id   digest.Digest // the image's ID: sha256:<id> reaches it
+}
+
+// child is the path of d's entry name.
+func (d *nameDir) child(name string) string {
+	if d.path == "" {
+		return name
 	}
-	for n := range d.images {
+	return d.path + "/" + name
+}
+
+// finish lists d's names (and those of the directories below) and returns the images of
+// d's subtree that no path reaches.
+func (d *nameDir) finish(mtime time.Time) []hiddenName {
+	d.mtime = mtime
+	var hidden []hiddenName
+	for n, sub := range d.dirs {
+		below := sub.finish(mtime)
+		if d.taken(n) {
+			hidden = sub.every(hidden, d.child(n))
+			continue
+		}
+		hidden = append(hidden, below...)
 		d.list = append(d.list, n)
 	}
-	if _, ok := d.images[exportName]; !ok && len(d.images) > 0 {
-		d.list = append(d.list, exportName) // a tag of that name hides it
+	for n, img := range d.images {
+		if n == exportName {
+			// Still a tag of the repository: the repository's export.tar has it.
+			hidden = append(hidden, hiddenName{reference.FamiliarString(img.Name), d.child(n), img.ID})
+			continue
+		}
+		d.list = append(d.list, n)
+	}
+	if len(d.images) > 0 {
+		d.list = append(d.list, exportName)
 	}
 	slices.Sort(d.list)
+	return hidden
+}
+
+// taken reports whether the name n of a repository below d is given to something else:
+// an image of d (tag n), or d's export.tar.
+func (d *nameDir) taken(n string) bool {
+	_, ok := d.images[n]
+	return ok || (n == exportName && len(d.images) > 0)
+}
+
+// every appends the names of all images of d's subtree to hidden, as hidden by path.
+func (d *nameDir) every(hidden []hiddenName, path string) []hiddenName {
+	for _, img := range d.images {
+		hidden = append(hidden, hiddenName{reference.FamiliarString(img.Name), path, img.ID})
+	}
+	for _, sub := range d.dirs {
+		hidden = sub.every(hidden, path)
+	}
+	return hidden
 }
 
 // tagged returns the images of d's tags, sorted by tag.
@@ -108,14 +155,11 @@ func (d *nameDir) find(path string) *nameDir {
 	return d
 }
 
+// subdirs counts d's directories: every name it lists but export.tar.
 func (d *nameDir) subdirs() uint32 {
-	n := uint32(0)
-	for _, name := range d.list {
-		if _, ok := d.images[name]; ok {
-			n++
-		} else if _, ok := d.dirs[name]; ok {
-			n++
-		}
+	n := uint32(len(d.list))
+	if len(d.images) > 0 {
+		n--
 	}
 	return n
 }
@@ -153,12 +197,12 @@ func (n *nameNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 	if d == nil {
 		return nil, syscall.ENOENT
 	}
-	if img, ok := d.images[name]; ok {
-		return n.imageChild(ctx, name, img, out), 0
-	}
 	if name == exportName && len(d.images) > 0 {
 		return lookupExport(ctx, &n.Inode, n.fs, &d.export, d.tagged(), n.child(name), d.mtime,
 			ino("export", n.path, d.mtime.UnixNano()), out)
+	}
+	if img, ok := d.images[name]; ok {
+		return n.imageChild(ctx, name, img, out), 0
 	}
 	if sub, ok := d.dirs[name]; ok {
 		dirAttr(&out.Attr, sub.mtime, 2+sub.subdirs())
@@ -199,10 +243,10 @@ func (n *nameNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) 
 	list := make([]fuse.DirEntry, 0, len(d.list))
 	for _, name := range d.list {
 		e := fuse.DirEntry{Name: name, Mode: syscall.S_IFDIR}
-		if img, ok := d.images[name]; ok {
-			e.Ino = imageIno(n.child(name), img)
-		} else if name == exportName {
+		if name == exportName && len(d.images) > 0 {
 			e.Mode, e.Ino = syscall.S_IFREG, ino("export", n.path, d.mtime.UnixNano())
+		} else if img, ok := d.images[name]; ok {
+			e.Ino = imageIno(n.child(name), img)
 		} else {
 			e.Ino = nameIno(n.child(name))
 		}

@@ -57,6 +57,84 @@ func TestNames(t *testing.T) {
 	}
 }
 
+// TestNameCollisions: names that docker allows but that meet a path the tree already
+// gives: the tree wins, the image is reached by ID, and the daemon logs each such name once.
+func TestNameCollisions(t *testing.T) {
+	st := filepath.Join(t.TempDir(), "store")
+	s, err := store.Open(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]digest.Digest{}
+	for _, name := range []string{
+		"test/coll:latest",
+		"test/coll:export.tar",      // the repository's export.tar wins
+		"test/coll/latest:x",        // test/coll/latest is test/coll:latest's directory
+		"test/coll/export.tar:v1",   // test/coll/export.tar is the repository's export.tar
+		"test/coll/latest/deeper:y", // below a hidden repository
+	} {
+		img, err := writeImage(s, name, []entry{file("name", 0o644, name+"\n")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[name] = img.id
+	}
+	mnt, _ := mountStore(t, st)
+	coll := filepath.Join(mnt, "test", "coll")
+	if got, want := ok(t, coll, "ls"), "export.tar\nlatest\n"; got != want {
+		t.Errorf("ls test/coll: %q, want %q", got, want)
+	}
+	if got := ok(t, coll, "stat", "-c", "%F", "export.tar"); got != "regular file\n" {
+		t.Errorf("test/coll/export.tar: %q, want the repository's export, a regular file", got)
+	}
+	// The repository's export has every tag, the hidden one too (docker save test/coll).
+	manifest := ok(t, coll, "tar", "-xOf", "export.tar", "manifest.json")
+	for _, tag := range []string{`"test/coll:latest"`, `"test/coll:export.tar"`} {
+		if !strings.Contains(manifest, tag) {
+			t.Errorf("test/coll/export.tar: manifest.json %s has no %s", manifest, tag)
+		}
+	}
+	if got, want := ok(t, coll, "ls", "latest"), "config.json\nexport.tar\nlayers\nmanifest.json\nrootfs\n"; got != want {
+		t.Errorf("ls test/coll/latest: %q, want the image's %q", got, want)
+	}
+	if got := ok(t, coll, "cat", "latest/layers/0/name"); got != "test/coll:latest\n" {
+		t.Errorf("test/coll/latest is %q, want test/coll:latest", got)
+	}
+	if r := runIn(t, coll, "ls", "latest/x"); r.code == 0 {
+		t.Errorf("ls test/coll/latest/x: %q, want no such file", r.stdout)
+	}
+	for name, id := range ids {
+		if got := ok(t, mnt, "cat", id.String()+"/layers/0/name"); got != name+"\n" {
+			t.Errorf("%s by ID: %q", name, got)
+		}
+	}
+
+	// Logged once each, though index.json is read again.
+	if _, err := writeImage(s, "test/other:v1", []entry{file("name", 0o644, "other\n")}); err != nil {
+		t.Fatal(err)
+	}
+	if !waitFor(3*time.Second, func() bool { return runIn(t, mnt, "ls", "test").stdout == "coll\nother\n" }) {
+		t.Fatalf("test/other not listed after import: %q", runIn(t, mnt, "ls", "test").stdout)
+	}
+	ok(t, coll, "ls", "-R")
+	log, err := os.ReadFile(filepath.Join(st, ".imgfs", "mount.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, id := range ids {
+		line := "name=" + name + " "
+		want := 1
+		if name == "test/coll:latest" {
+			want = 0
+		}
+		if n := strings.Count(string(log), line); n != want {
+			t.Errorf("mount.log has %q %d times, want %d:\n%s", line, n, want, log)
+		} else if want == 1 && !strings.Contains(string(log), line+"path=") || want == 1 && !strings.Contains(string(log), "id="+id.String()) {
+			t.Errorf("mount.log: no path and id for %s:\n%s", name, log)
+		}
+	}
+}
+
 func TestManifestAndConfig(t *testing.T) {
 	f := sharedFixture(t)
 	s, err := store.Open(f.store)
