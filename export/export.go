@@ -65,7 +65,10 @@ import (
 )
 
 // Layers opens the uncompressed stream of a layer: the fs passes its shared layer readers,
-// the CLI its own.
+// the CLI its own. An Archive opens each of its layers once, as it is planned, and reads
+// that stream for as long as it is used: a Layers must keep a stream it returned readable
+// that long, its blob open even when the blob's file is removed (imgfs rm and gc while an
+// export.tar is read).
 type Layers interface {
 	// Layer returns the uncompressed stream of the layer desc (a manifest layer
 	// descriptor) and its size.
@@ -137,20 +140,20 @@ func (l *StoreLayers) Close() error {
 }
 
 // Archive is the plan of one docker save archive. It is immutable and safe for concurrent
-// use (as far as its Layers are).
+// use (as far as the streams its Layers gave are).
 type Archive struct {
 	members []member
 	size    int64
-	layers  Layers
 }
 
 // member is one tar member: header blocks, then size bytes of content (data, or the layer
-// stream of desc), then zeros up to the next 512-byte block.
+// stream r of desc), then zeros up to the next 512-byte block.
 type member struct {
 	off  int64
 	hdr  []byte
 	data []byte
-	desc *ocispec.Descriptor // a layer: content from Layers
+	desc *ocispec.Descriptor // a layer
+	r    io.ReaderAt         // its stream, opened when planned
 	size int64
 }
 
@@ -188,13 +191,15 @@ type blob struct {
 	mtime time.Time
 	data  []byte
 	desc  *ocispec.Descriptor
+	r     io.ReaderAt // desc's stream
 	size  int64
 }
 
 // New plans the archive of images. Each store.Image is one name (Name nil = untagged);
 // several entries with the same ID are one image with several RepoTags. Only small blobs
-// (configs, manifests) and layer indexes are read; layer contents are read through layers
-// when the archive is.
+// (configs, manifests) and layer indexes are read; every layer is opened through layers
+// now, so that the archive reads on whatever happens to the store (see Layers), and its
+// contents are read when the archive is.
 func New(s *store.Store, images []store.Image, layers Layers) (*Archive, error) {
 	if len(images) == 0 {
 		return nil, errors.New("export: no images")
@@ -350,28 +355,28 @@ func plan(images []*image, layers Layers) (*Archive, error) {
 		add(&blob{hex: digest.FromBytes(im.manifest).Encoded(), mtime: epoch, data: im.manifest, size: int64(len(im.manifest))})
 	}
 
-	a := &Archive{layers: layers}
-	addMember := func(name string, typ byte, mtime time.Time, data []byte, desc *ocispec.Descriptor, size int64) error {
+	a := new(Archive)
+	addMember := func(name string, typ byte, mtime time.Time, b *blob) error {
 		mode := int64(0o644)
 		if typ == tar.TypeDir {
 			mode = 0o755
 		}
-		hdr, err := header(name, typ, mode, size, mtime)
+		hdr, err := header(name, typ, mode, b.size, mtime)
 		if err != nil {
 			return fmt.Errorf("export: %s: %v", name, err)
 		}
-		a.members = append(a.members, member{off: a.size, hdr: hdr, data: data, desc: desc, size: size})
+		a.members = append(a.members, member{off: a.size, hdr: hdr, data: b.data, desc: b.desc, r: b.r, size: b.size})
 		a.size = a.members[len(a.members)-1].end()
 		return nil
 	}
 	addFile := func(name string, data []byte) error {
-		return addMember(name, tar.TypeReg, epoch, data, nil, int64(len(data)))
+		return addMember(name, tar.TypeReg, epoch, &blob{data: data, size: int64(len(data))})
 	}
 
-	if err := addMember("blobs/", tar.TypeDir, images[len(images)-1].created, nil, nil, 0); err != nil {
+	if err := addMember("blobs/", tar.TypeDir, images[len(images)-1].created, &blob{}); err != nil {
 		return nil, err
 	}
-	if err := addMember("blobs/sha256/", tar.TypeDir, epoch, nil, nil, 0); err != nil {
+	if err := addMember("blobs/sha256/", tar.TypeDir, epoch, &blob{}); err != nil {
 		return nil, err
 	}
 	hexes := make([]string, 0, len(blobs))
@@ -381,7 +386,14 @@ func plan(images []*image, layers Layers) (*Archive, error) {
 	sort.Strings(hexes)
 	for _, h := range hexes {
 		b := blobs[h]
-		if err := addMember("blobs/sha256/"+h, tar.TypeReg, b.mtime, b.data, b.desc, b.size); err != nil {
+		if b.desc != nil {
+			r, err := layerStream(layers, *b.desc, b.size)
+			if err != nil {
+				return nil, err
+			}
+			b.r = r
+		}
+		if err := addMember("blobs/sha256/"+h, tar.TypeReg, b.mtime, b); err != nil {
 			return nil, err
 		}
 	}
@@ -474,12 +486,8 @@ func (a *Archive) ReadPinned(p []byte, off int64) (bufs [][]byte, release func()
 		bufs = append(bufs, b)
 		n += len(b)
 	}, func(m *member, rel int64, k int) error {
-		r, err := a.openLayer(m)
-		if err != nil {
-			return err
-		}
 		room := p[n : n+k]
-		pinner, ok := r.(Pinner)
+		pinner, ok := m.r.(Pinner)
 		if !ok {
 			got, err := a.readLayer(m, room, rel)
 			bufs = append(bufs, room[:got])
@@ -566,11 +574,7 @@ func (a *Archive) walk(off int64, n int, fixed func(b []byte), layer func(m *mem
 
 // readLayer fills p from the layer of m at rel, all of it or an error.
 func (a *Archive) readLayer(m *member, p []byte, rel int64) (int, error) {
-	r, err := a.openLayer(m)
-	if err != nil {
-		return 0, err
-	}
-	k, err := r.ReadAt(p, rel)
+	k, err := m.r.ReadAt(p, rel)
 	if k == len(p) {
 		return k, nil
 	}
@@ -580,13 +584,14 @@ func (a *Archive) readLayer(m *member, p []byte, rel int64) (int, error) {
 	return k, fmt.Errorf("export: layer %s: %w", m.desc.Digest, err)
 }
 
-func (a *Archive) openLayer(m *member) (io.ReaderAt, error) {
-	r, size, err := a.layers.Layer(*m.desc)
+// layerStream opens the stream of layer desc, of size bytes as planned.
+func layerStream(layers Layers, desc ocispec.Descriptor, size int64) (io.ReaderAt, error) {
+	r, got, err := layers.Layer(desc)
 	if err != nil {
-		return nil, fmt.Errorf("export: layer %s: %w", m.desc.Digest, err)
+		return nil, fmt.Errorf("export: layer %s: %w", desc.Digest, err)
 	}
-	if size != m.size {
-		return nil, fmt.Errorf("export: layer %s: %d bytes uncompressed, %d planned", m.desc.Digest, size, m.size)
+	if got != size {
+		return nil, fmt.Errorf("export: layer %s: %d bytes uncompressed, %d planned", desc.Digest, got, size)
 	}
 	return r, nil
 }
@@ -612,11 +617,8 @@ func (a *Archive) WriteTo(w io.Writer) (int64, error) {
 				return written, err
 			}
 		} else {
-			r, err := a.openLayer(m)
-			if err != nil {
-				return written, err
-			}
-			pinner, lends := r.(Pinner)
+			pinner, lends := m.r.(Pinner)
+			var err error
 			for pos := int64(0); pos < m.size; {
 				want := int(min(chunkSize, m.size-pos))
 				if buf == nil {
@@ -628,7 +630,7 @@ func (a *Archive) WriteTo(w io.Writer) (int64, error) {
 					lent, give, err = pinner.ReadPinned(buf[:want], pos)
 				} else {
 					var k int
-					k, err = r.ReadAt(buf[:want], pos)
+					k, err = m.r.ReadAt(buf[:want], pos)
 					lent = [][]byte{buf[:k]}
 				}
 				if k := lengths(lent); k < want {

@@ -616,13 +616,21 @@ func TestLayerErrors(t *testing.T) {
 	good := newArchive(t, s, imgs)
 	all := stream(t, good)
 	layerOff := int64(3 * 512) // blobs/, blobs/sha256/, then the layer's header
-	cases := map[string]fakeLayers{
+	// A layer that cannot be opened, or is not the size its index says, fails the plan.
+	for name, layers := range map[string]fakeLayers{
 		"error": func(ocispec.Descriptor) (io.ReaderAt, int64, error) { return nil, 0, errors.New("gone") },
-		"short": func(ocispec.Descriptor) (io.ReaderAt, int64, error) {
-			return shortReader{all[layerOff : layerOff+5000]}, 10752, nil
-		},
 		"size": func(ocispec.Descriptor) (io.ReaderAt, int64, error) {
 			return shortReader{all[layerOff : layerOff+5000]}, 5000, nil
+		},
+	} {
+		if _, err := New(s, imgs, layers); err == nil || !strings.Contains(err.Error(), "sha256:"+helloLayer) {
+			t.Errorf("%s: New: %v, want an error naming the layer", name, err)
+		}
+	}
+	// One that ends early fails the reads of it.
+	cases := map[string]fakeLayers{
+		"short": func(ocispec.Descriptor) (io.ReaderAt, int64, error) {
+			return shortReader{all[layerOff : layerOff+5000]}, 10752, nil
 		},
 		"short pinned": func(ocispec.Descriptor) (io.ReaderAt, int64, error) {
 			return shortPinner{shortReader{all[layerOff : layerOff+5000]}}, 10752, nil
@@ -665,6 +673,39 @@ func TestLayerErrors(t *testing.T) {
 				t.Fatalf("ReadAt of the end: %d, %v", n, err)
 			}
 		})
+	}
+}
+
+// TestLayersHeldFromPlan: an archive opens its layers as it is planned, so it reads whole
+// after their blobs are removed from the store (imgfs rm and gc while an export.tar is
+// read), and reads open nothing more.
+func TestLayersHeldFromPlan(t *testing.T) {
+	s := openStore(t)
+	imgs, err := s.Import(fixturePath(t), store.ImportOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := stream(t, newArchive(t, s, imgs))
+	opened := 0
+	l := NewStoreLayers(s, nil)
+	t.Cleanup(func() { l.Close() })
+	a, err := New(s, imgs, fakeLayers(func(desc ocispec.Descriptor) (io.ReaderAt, int64, error) {
+		opened++
+		return l.Layer(desc)
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, desc := range imgs[0].Manifest.Layers {
+		if err := os.Remove(s.BlobPath(desc.Digest)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := stream(t, a); !bytes.Equal(got, want) {
+		t.Errorf("after the layer blobs were removed: %d bytes, not the %d of the archive", len(got), len(want))
+	}
+	if n := len(imgs[0].Manifest.Layers); opened != n {
+		t.Errorf("Layers.Layer called %d times for %d layers", opened, n)
 	}
 }
 

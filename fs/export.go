@@ -20,7 +20,9 @@ import (
 const exportName = "export.tar"
 
 // fsLayers serves an export's layer members from the mount's shared layer readers, so an
-// export and the files of rootfs/ decode each span once.
+// export and the files of rootfs/ decode each span once. The plan opens them at lookup, and
+// they stay open until the FS is closed: an export.tar open when its image is removed and
+// its blobs collected reads on (the mount sees no open nor release to hold them by).
 type fsLayers struct{ f *FS }
 
 func (l fsLayers) Layer(desc ocispec.Descriptor) (io.ReaderAt, int64, error) {

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -362,5 +363,53 @@ func TestSave(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(tmp); len(entries) != 1 {
 		t.Errorf("left behind in the output directory: %v", entries)
+	}
+}
+
+// TestExportReadsOnAfterGC: an export.tar open when its image is removed and the store
+// collected reads on to its end, with the bytes imgfs save wrote before, though the read
+// so far had not reached the later layers.
+func TestExportReadsOnAfterGC(t *testing.T) {
+	tmp := t.TempDir()
+	r := rand.NewChaCha8([32]byte{4})
+	var layers [][]lent
+	for i := range 3 {
+		body := make([]byte, 3<<20) // each layer well past the kernel's read-ahead
+		r.Read(body)
+		layers = append(layers, []lent{lfile(fmt.Sprintf("data%d", i), 0o644, string(body))})
+	}
+	layout := filepath.Join(tmp, "layout")
+	if err := writeLayout(layout, "v1", exportBase, layers...); err != nil {
+		t.Fatal(err)
+	}
+	store := filepath.Join(tmp, "store")
+	imgfsOK(t, store, "import", "-q", "--name", "test/gone:v1", layout)
+	want := filepath.Join(tmp, "want.tar")
+	imgfsOK(t, store, "save", "-o", want, "test/gone:v1")
+	wantData, err := os.ReadFile(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	mnt, _ := mountStore(t, store)
+	f, err := os.Open(filepath.Join(mnt, "test/gone/v1/export.tar"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	head := make([]byte, 64<<10)
+	if _, err := io.ReadFull(f, head); err != nil {
+		t.Fatal(err)
+	}
+	imgfsOK(t, store, "rm", "test/gone:v1")
+	if out := imgfsOK(t, store, "gc"); !strings.Contains(out, "Removed") || strings.Contains(out, "Removed 0 ") {
+		t.Fatalf("imgfs gc removed nothing: %q", out)
+	}
+	rest, err := io.ReadAll(f)
+	if err != nil {
+		t.Fatalf("reading on after rm and gc, at byte %d of %d: %v", len(head)+len(rest), len(wantData), err)
+	}
+	if got := append(head, rest...); !bytes.Equal(got, wantData) {
+		t.Errorf("read %d bytes after rm and gc, not the %d imgfs save wrote before", len(got), len(wantData))
 	}
 }
