@@ -464,6 +464,16 @@ func (a *Archive) ReadAt(p []byte, off int64) (int, error) {
 	return n, err
 }
 
+// LayerError is a failed read of a layer's stream: the reader of an archive can tell which
+// layer is damaged (the mount logs each one once, not at every read).
+type LayerError struct {
+	Layer digest.Digest // the manifest's layer descriptor's
+	Err   error
+}
+
+func (e *LayerError) Error() string { return fmt.Sprintf("export: layer %s: %v", e.Layer, e.Err) }
+func (e *LayerError) Unwrap() error { return e.Err }
+
 // Pinner is a layer stream that can lend its bytes instead of copying them, as
 // layerindex.Reader does: see its ReadPinned.
 type Pinner interface {
@@ -505,7 +515,7 @@ func (a *Archive) ReadPinned(p []byte, off int64) (bufs [][]byte, release func()
 		if err == nil || err == io.EOF {
 			err = fmt.Errorf("short read: %d bytes at %d, %d wanted", got, rel, k)
 		}
-		return fmt.Errorf("export: layer %s: %w", m.desc.Digest, err)
+		return &LayerError{m.desc.Digest, err}
 	})
 	if err == nil && n < len(p) {
 		err = io.EOF
@@ -581,7 +591,7 @@ func (a *Archive) readLayer(m *member, p []byte, rel int64) (int, error) {
 	if err == nil || err == io.EOF {
 		err = fmt.Errorf("short read: %d bytes at %d, %d wanted", k, rel, len(p))
 	}
-	return k, fmt.Errorf("export: layer %s: %w", m.desc.Digest, err)
+	return k, &LayerError{m.desc.Digest, err}
 }
 
 // layerStream opens the stream of layer desc, of size bytes as planned.
@@ -638,7 +648,7 @@ func (a *Archive) WriteTo(w io.Writer) (int64, error) {
 					if err == nil || err == io.EOF {
 						err = fmt.Errorf("short read: %d bytes at %d, %d wanted", k, pos, want)
 					}
-					return written, fmt.Errorf("export: layer %s: %w", m.desc.Digest, err)
+					return written, &LayerError{m.desc.Digest, err}
 				}
 				for _, b := range lent {
 					if err = write(b); err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/imgfs/imgfs/export"
 	"github.com/imgfs/imgfs/store"
+	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
@@ -118,7 +119,11 @@ func (n *exportNode) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, 
 	bufs, release, err := n.a.ReadPinned(dest, off)
 	if err != nil && !errors.Is(err, io.EOF) {
 		release()
-		n.fs.log.Error("reading export", "path", n.path, "offset", off, "err", err)
+		var layer digest.Digest
+		if le := (*export.LayerError)(nil); errors.As(err, &le) {
+			layer = le.Layer
+		}
+		n.fs.readFailed(layer, "reading export", "path", n.path, "offset", off, "err", err)
 		return nil, syscall.EIO
 	}
 	return &lentResult{bufs: bufs, release: release}, 0

@@ -75,6 +75,9 @@ type FS struct {
 	blobsMu sync.Mutex
 	blobs   map[digest.Digest]*blobReader
 
+	failedMu sync.Mutex
+	failed   map[digest.Digest]bool // layers whose read failure was logged
+
 	readAhead atomic.Pointer[ReadAhead] // nil until SetReadAhead
 }
 

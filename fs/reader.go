@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	"github.com/imgfs/imgfs/layerindex"
+	"github.com/opencontainers/go-digest"
 )
 
 // blobReader is the reader of one layer blob's uncompressed stream, shared by every image
@@ -52,4 +53,26 @@ func (f *FS) reader(ix *layerindex.Index) (*layerindex.Reader, error) {
 	}
 	b.f, b.r = file, r
 	return r, nil
+}
+
+// readFailed logs a failed read of layer d (empty: of no layer) with msg and args, unless
+// one of d was logged already: a damaged layer fails every read that reaches the damage,
+// thousands in a walk, and the first line says which layer and where. The reads go on
+// failing with EIO.
+func (f *FS) readFailed(d digest.Digest, msg string, args ...any) {
+	if d != "" {
+		f.failedMu.Lock()
+		logged := f.failed[d]
+		if f.failed == nil {
+			f.failed = make(map[digest.Digest]bool)
+		}
+		f.failed[d] = true
+		f.failedMu.Unlock()
+		if logged {
+			return
+		}
+		msg += " (later failures of this layer are not logged)"
+		args = append(args, "layer", d)
+	}
+	f.log.Error(msg, args...)
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/imgfs/imgfs/layerindex"
 	"github.com/imgfs/imgfs/layerindex/overlay"
+	"github.com/opencontainers/go-digest"
 )
 
 // tree is a directory tree of tar entries: one layer's own (rawTree) or an image's
@@ -432,11 +433,11 @@ func (n *treeNode) Read(ctx context.Context, f gofs.FileHandle, dest []byte, off
 }
 
 func (n *treeNode) readError(layer int, err error) {
-	d := ""
+	var d digest.Digest
 	if layer >= 0 && layer < len(n.im.img.Manifest.Layers) {
-		d = n.im.img.Manifest.Layers[layer].Digest.String()
+		d = n.im.img.Manifest.Layers[layer].Digest
 	}
-	n.im.fs.log.Error("read failed", "image", n.im.label, "path", n.where(), "layer", d, "err", err)
+	n.im.fs.readFailed(d, "read failed", "image", n.im.label, "path", n.where(), "err", err)
 }
 
 // xattrs are n's extended attributes: the entry's, and on layers/N the layer's digests.

@@ -134,6 +134,51 @@ func TestSequentialLayerDecodedOnce(t *testing.T) {
 	}
 }
 
+// A single-frame zstd layer damaged in its middle: the first read past the damage decodes
+// from the start of the stream and fails; later reads past it fail at once, with the same
+// error, decoding nothing.
+func TestBadSpanFailsAtOnce(t *testing.T) {
+	data := goTar(t)
+	enc, _ := zstd.NewWriter(nil)
+	blob := enc.EncodeAll(data, nil)
+	enc.Close()
+	ix := build(t, blob, 64<<10)
+	damaged := bytes.Clone(blob)
+	damaged[len(damaged)*2/3] ^= 0x01
+	ca := &countingAt{r: bytes.NewReader(damaged)}
+	r, err := NewReader(ca, ix, NewCache(1<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	p := make([]byte, 64<<10)
+	bad, first := int64(-1), error(nil)
+	for off := int64(0); off < r.Size(); off += int64(len(p)) {
+		if _, err := r.ReadAt(p, off); err != nil && err != io.EOF {
+			bad, first = off, err
+			break
+		}
+	}
+	if bad < 0 {
+		t.Fatal("no read failed on a damaged layer")
+	}
+	r.ahead.Wait()
+	starts, decoded := ca.starts.Load(), r.decoded.Load()
+	for _, off := range []int64{bad, bad + 1000, r.Size() - 100} {
+		if _, err := r.ReadAt(p[:100], off); err == nil || err.Error() != first.Error() {
+			t.Errorf("read at %d past the damage: %v, want %v", off, err, first)
+		}
+	}
+	r.ahead.Wait()
+	if s, d := ca.starts.Load()-starts, r.decoded.Load()-decoded; s != 0 || d != 0 {
+		t.Errorf("reads past known damage started %d decoders and decoded %d spans, want none", s, d)
+	}
+	// What comes before the damage still reads.
+	if n, err := r.ReadAt(p, 0); err != nil || !bytes.Equal(p[:n], data[:n]) {
+		t.Errorf("read at 0: %d bytes, %v", n, err)
+	}
+}
+
 // After Close no read-ahead runs and no decoder stays parked.
 func TestCloseStopsReadAhead(t *testing.T) {
 	data := goTar(t)

@@ -32,6 +32,8 @@ type Reader struct {
 	decoded     atomic.Int64   // spans decoded, for tests
 	isalDecoded atomic.Int64   // of which by ISA-L
 	isalFailed  atomic.Int64   // spans ISA-L failed on, then decoded by our inflater
+
+	bad map[int]badSpan // by checkpoint: where decoding its interval failed; under mu
 }
 
 // span is a unit of decoding and caching: a checkpoint interval, or a SpanSize piece of a
@@ -41,6 +43,15 @@ type span struct {
 	cp         int  // the checkpoint whose interval holds this span
 	piece      int  // which span of that interval, for its CRC
 	split      bool // the interval has other spans: one decoder goes through them in order
+}
+
+// badSpan is the first span of a checkpoint interval known not to decode, and why. No
+// decoder gets past a bad spot, and the blob does not change: the spans from there to the
+// next checkpoint fail at once, rather than decode from the checkpoint to fail again (from
+// the start of the layer, for a single-frame zstd one).
+type badSpan struct {
+	span int
+	err  error
 }
 
 // spanDecoder is an uncompressed stream positioned at the start of span next.
@@ -393,6 +404,9 @@ func (r *Reader) spanCap(i int) int64 { return bufCap(r.spans[i].end - r.spans[i
 // checkpoint and span i, or else starts one at the checkpoint, caching the spans it passes
 // on the way.
 func (r *Reader) decode(i int, ahead bool) ([]byte, error) {
+	if err := r.knownBad(i); err != nil {
+		return nil, err
+	}
 	if in, ok := r.isalInput(i); ok {
 		if out, err := r.decodeISAL(i, in); err == nil {
 			return out, nil
@@ -415,6 +429,10 @@ func (r *Reader) decode(i int, ahead bool) ([]byte, error) {
 		if ahead && r.behind(i) {
 			return nil, errAbandoned
 		}
+		// Or the decoder we waited for failed on the way.
+		if err := r.knownBad(i); err != nil {
+			return nil, err
+		}
 	}
 	r.mu.Lock()
 	d := r.parked
@@ -428,7 +446,7 @@ func (r *Reader) decode(i int, ahead bool) ([]byte, error) {
 	if d == nil {
 		var err error
 		if d, err = r.open(r.spans[i].cp); err != nil {
-			return nil, err
+			return nil, r.remember(first, err)
 		}
 		d.next = first
 	}
@@ -441,11 +459,11 @@ func (r *Reader) decode(i int, ahead bool) ([]byte, error) {
 			if errors.Is(err, io.EOF) {
 				err = io.ErrUnexpectedEOF
 			}
-			return nil, r.spanError(d.next, err)
+			return nil, r.remember(d.next, r.spanError(d.next, err))
 		}
 		if err := r.checkSum(d.next, buf); err != nil {
 			d.close()
-			return nil, err
+			return nil, r.remember(d.next, err)
 		}
 		r.decoded.Add(1)
 		if d.next < i {
@@ -457,6 +475,30 @@ func (r *Reader) decode(i int, ahead bool) ([]byte, error) {
 	}
 	r.park(d)
 	return out, nil
+}
+
+// knownBad returns the error decoding met at span i or before it in its interval.
+func (r *Reader) knownBad(i int) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if b, ok := r.bad[r.spans[i].cp]; ok && b.span <= i {
+		return b.err
+	}
+	return nil
+}
+
+// remember notes that decoding failed at span i with err, and returns err.
+func (r *Reader) remember(i int, err error) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	cp := r.spans[i].cp
+	if b, ok := r.bad[cp]; !ok || i < b.span {
+		if r.bad == nil {
+			r.bad = make(map[int]badSpan)
+		}
+		r.bad[cp] = badSpan{span: i, err: err}
+	}
+	return err
 }
 
 func (r *Reader) checkSum(i int, buf []byte) error {

@@ -2,6 +2,8 @@ package tests
 
 import (
 	"bytes"
+	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +15,83 @@ import (
 
 	"github.com/imgfs/imgfs/store"
 )
+
+// TestDamagedLayerLoggedOnce: a layer blob damaged after it was indexed, gzip or one zstd
+// frame, fails every read past the damage with EIO, through rootfs/, layers/0/ and
+// export.tar, and the mount log names the layer once.
+func TestDamagedLayerLoggedOnce(t *testing.T) {
+	st := filepath.Join(t.TempDir(), "store")
+	s, err := store.Open(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]string{"test/gz": ocispec.MediaTypeImageLayerGzip, "test/zst": ocispec.MediaTypeImageLayerZstd}
+	layers := map[string]string{} // name -> layer digest
+	for name, mt := range names {
+		// 10 MiB of files that do not compress: the damage is in the middle of the
+		// compressed bytes and of the stream, with many files after it.
+		r := rand.NewChaCha8([32]byte{byte(len(name))})
+		var ents []entry
+		for i := range 160 {
+			body := make([]byte, 64<<10)
+			r.Read(body)
+			ents = append(ents, file(fmt.Sprintf("f%03d", i), 0o644, string(body)))
+		}
+		img, err := writeImageAs(s, name+":v1", mt, ents)
+		if err != nil {
+			t.Fatal(err)
+		}
+		layers[name] = img.layers[0].Digest.String()
+		damage(t, s.BlobPath(img.layers[0].Digest))
+	}
+	mnt, _ := mountStore(t, st)
+	for name := range names {
+		failed := 0
+		for _, dir := range []string{"rootfs", "layers/0", "rootfs"} {
+			for i := range 160 {
+				if _, err := os.ReadFile(filepath.Join(mnt, name, "v1", dir, fmt.Sprintf("f%03d", i))); err != nil {
+					failed++
+				}
+			}
+		}
+		for range 3 {
+			if _, err := os.ReadFile(filepath.Join(mnt, name, "v1", "export.tar")); err != nil {
+				failed++
+			}
+		}
+		if failed < 100 {
+			t.Errorf("%s: %d reads failed, want most of those past the damage", name, failed)
+		}
+	}
+	log, err := os.ReadFile(filepath.Join(st, ".imgfs", "mount.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, d := range layers {
+		var lines []string
+		for l := range strings.Lines(string(log)) {
+			if strings.Contains(l, d) {
+				lines = append(lines, l)
+			}
+		}
+		if len(lines) != 1 {
+			t.Errorf("%s: the mount log names its damaged layer %s on %d lines, want 1:\n%s", name, d, len(lines), strings.Join(lines[:min(5, len(lines))], ""))
+		}
+	}
+}
+
+// damage flips a bit in the middle of the file at p.
+func damage(t *testing.T, p string) {
+	t.Helper()
+	data, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[len(data)/2] ^= 0x10
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
 
 // TestDamagedPlainLayer: a plain (uncompressed) layer blob changed in the store after its
 // import, one byte in one file's data, makes that file EIO on the mount and imgfs save

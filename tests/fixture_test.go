@@ -18,6 +18,7 @@ import (
 
 	"github.com/distribution/reference"
 	"github.com/imgfs/imgfs/store"
+	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -141,17 +142,27 @@ type image struct {
 	diffIDs  []digest.Digest
 }
 
-// writeImage writes an image of the given layers into s with the store's API and, if name
-// is not empty, tags it.
+// writeImage writes an image of the given layers (tar+gzip) into s with the store's API
+// and, if name is not empty, tags it.
 func writeImage(s *store.Store, name string, layers ...[]entry) (image, error) {
+	return writeImageAs(s, name, ocispec.MediaTypeImageLayerGzip, layers...)
+}
+
+// writeImageAs is writeImage with layers of mediaType: tar+gzip, or tar+zstd in one frame.
+func writeImageAs(s *store.Store, name, mediaType string, layers ...[]entry) (image, error) {
 	var img image
 	for _, ents := range layers {
-		tarball, gz, err := makeTar(ents)
+		tarball, blob, err := makeTar(ents)
 		if err != nil {
 			return img, err
 		}
-		desc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: digest.FromBytes(gz), Size: int64(len(gz))}
-		if _, err := s.WriteLayer(bytes.NewReader(gz), desc); err != nil {
+		if mediaType == ocispec.MediaTypeImageLayerZstd {
+			enc, _ := zstd.NewWriter(nil)
+			blob = enc.EncodeAll(tarball, nil)
+			enc.Close()
+		}
+		desc := ocispec.Descriptor{MediaType: mediaType, Digest: digest.FromBytes(blob), Size: int64(len(blob))}
+		if _, err := s.WriteLayer(bytes.NewReader(blob), desc); err != nil {
 			return img, err
 		}
 		img.layers = append(img.layers, desc)
