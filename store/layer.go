@@ -1,9 +1,11 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"syscall"
 
@@ -28,9 +30,10 @@ func (s *Store) layerIndexPath(d digest.Digest) string {
 // LayerIndex returns the layer index of the layer blob desc describes. It is kept in
 // memory once loaded, as the filesystem asks for it on every lookup. A stored index that
 // is missing, damaged (layerindex.ErrCorruptIndex), of an older format
-// (layerindex.ErrIndexVersion) or of another blob is rebuilt from the blob, which verifies
-// the blob's digest, and stored again. Failing to store it on a read-only store is not an
-// error: the rebuilt index is still returned.
+// (layerindex.ErrIndexVersion), of another blob or not a readable file (a directory) is
+// rebuilt from the blob, which verifies the blob's digest, and stored again; the rebuild of
+// one that was there is logged. Failing to store it on a read-only store is not an error:
+// the rebuilt index is still returned.
 func (s *Store) LayerIndex(desc ocispec.Descriptor) (*layerindex.Index, error) {
 	if err := desc.Digest.Validate(); err != nil {
 		return nil, fmt.Errorf("store: layer %q: %w", desc.Digest, err)
@@ -103,37 +106,62 @@ func (s *Store) LayerStream(desc ocispec.Descriptor) (*layerindex.Index, error) 
 }
 
 func (s *Store) loadOrBuild(desc ocispec.Descriptor) (*layerindex.Index, error) {
-	data, err := os.ReadFile(s.layerIndexPath(desc.Digest))
-	switch {
-	case err == nil:
-		ix := new(layerindex.Index)
-		err := ix.UnmarshalBinary(data)
-		if err == nil && matches(ix, desc) {
-			return ix, nil
-		}
-		if err != nil && !errors.Is(err, layerindex.ErrCorruptIndex) && !errors.Is(err, layerindex.ErrIndexVersion) {
-			return nil, fmt.Errorf("store: layer index of %s: %w", desc.Digest, err)
-		}
-		// Corrupt, stale or another blob's: rebuild below.
-	case errors.Is(err, fs.ErrNotExist):
-	default:
-		return nil, fmt.Errorf("store: layer index of %s: %w", desc.Digest, err)
+	p := s.layerIndexPath(desc.Digest)
+	ix, unusable := loadIndex(p, desc)
+	if ix != nil {
+		return ix, nil
 	}
-
 	f, err := s.OpenBlob(desc.Digest)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	ix, err := layerindex.Build(f, layerindex.BuildOptions{Digest: desc.Digest, MediaType: desc.MediaType})
+	ix, err = layerindex.Build(f, layerindex.BuildOptions{Digest: desc.Digest, MediaType: desc.MediaType})
 	if err != nil {
 		return nil, fmt.Errorf("store: indexing layer %s: %w", desc.Digest, err)
 	}
 	if desc.Size > 0 && ix.BlobSize != desc.Size {
 		return nil, fmt.Errorf("store: layer %s: blob is %d bytes, descriptor says %d", desc.Digest, ix.BlobSize, desc.Size)
 	}
-	if err := s.putLayerIndex(ix); err != nil && !readOnly(err) {
+	if unusable != nil {
+		// What is in the way of the rename that stores the index (a directory, say) is
+		// derived data too, and goes.
+		if fi, err := os.Lstat(p); err == nil && !fi.Mode().IsRegular() {
+			os.RemoveAll(p)
+		}
+	}
+	err = s.putLayerIndex(ix)
+	if err != nil && !readOnly(err) {
 		return nil, err
+	}
+	if unusable != nil {
+		level := slog.LevelWarn
+		if errors.Is(unusable, layerindex.ErrIndexVersion) {
+			level = slog.LevelInfo // another version of imgfs wrote it: nothing is wrong
+		}
+		s.log().Log(context.Background(), level, "layer index rebuilt", "file", p, "reason", unusable, "stored", err == nil)
+	}
+	return ix, nil
+}
+
+// loadIndex reads the stored index at p of the blob desc describes. When there is a file
+// (or anything) at p that cannot serve, it returns why: damaged
+// (layerindex.ErrCorruptIndex), of another format version (layerindex.ErrIndexVersion),
+// another blob's, or not readable as a file. It returns nil, nil when there is none.
+func loadIndex(p string, desc ocispec.Descriptor) (*layerindex.Index, error) {
+	data, err := os.ReadFile(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	ix := new(layerindex.Index)
+	if err := ix.UnmarshalBinary(data); err != nil {
+		return nil, err
+	}
+	if !matches(ix, desc) {
+		return nil, fmt.Errorf("it indexes blob %s of %d bytes", ix.BlobDigest, ix.BlobSize)
 	}
 	return ix, nil
 }

@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"log/slog"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -153,6 +156,54 @@ func TestLayerStream(t *testing.T) {
 		if got, _ := os.ReadFile(path); !bytes.Equal(got, stored) {
 			t.Fatalf("%s index not rewritten", name)
 		}
+	}
+}
+
+// A stored index that cannot serve, damaged or a directory in its place, is rebuilt and
+// stored as a file, and the store logs that once, naming the file.
+func TestLayerIndexRebuiltLogged(t *testing.T) {
+	s := openStore(t)
+	a := writeImage(t, s, imageOpts{Files: map[string]string{"etc/a": "aaa"}})
+	if _, err := s.LayerIndex(a.Layer); err != nil {
+		t.Fatal(err)
+	}
+	path := s.layerIndexPath(a.Layer.Digest)
+	stored, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, spoil := range map[string]func() error{
+		"truncated": func() error { return os.WriteFile(path, stored[:len(stored)/2], 0o644) },
+		"directory": func() error {
+			if err := os.Remove(path); err != nil {
+				return err
+			}
+			return os.MkdirAll(filepath.Join(path, "x"), 0o755)
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if err := spoil(); err != nil {
+				t.Fatal(err)
+			}
+			s2, _ := Open(s.Root())
+			var log bytes.Buffer
+			s2.Logger = slog.New(slog.NewTextHandler(&log, nil))
+			for range 3 {
+				if _, err := s2.LayerStream(a.Layer); err != nil {
+					t.Fatalf("LayerStream: %v", err)
+				}
+				if _, err := s2.LayerIndex(a.Layer); err != nil {
+					t.Fatalf("LayerIndex: %v", err)
+				}
+			}
+			if got, err := os.ReadFile(path); err != nil || !bytes.Equal(got, stored) {
+				t.Errorf("index not stored again: %v", err)
+			}
+			lines := strings.Split(strings.TrimSpace(log.String()), "\n")
+			if len(lines) != 1 || !strings.Contains(lines[0], "level=WARN") || !strings.Contains(lines[0], "file="+path) {
+				t.Errorf("log: %q, want one warning naming %s", log.String(), path)
+			}
+		})
 	}
 }
 

@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -63,6 +64,10 @@ type Store struct {
 	// Platform, when set, is the platform Images and Resolve pick from an image index
 	// (multi-arch image) instead of the host's. Set it before first use.
 	Platform *ocispec.Platform
+
+	// Logger, when set, gets what the store mends on its own (a layer index rebuilt),
+	// instead of slog.Default(). Set it before first use.
+	Logger *slog.Logger
 
 	// mu serializes index.json writers of this process. flock already does between open
 	// file descriptions, but not on filesystems that emulate flock with per-process fcntl
@@ -131,6 +136,13 @@ func Open(root string) (*Store, error) {
 
 // Root returns the store's directory.
 func (s *Store) Root() string { return s.root }
+
+func (s *Store) log() *slog.Logger {
+	if s.Logger != nil {
+		return s.Logger
+	}
+	return slog.Default()
+}
 
 func (s *Store) path(elem ...string) string {
 	return filepath.Join(append([]string{s.root}, elem...)...)

@@ -93,6 +93,35 @@ func damage(t *testing.T, p string) {
 	}
 }
 
+// TestIndexDirectoryRebuilt: a directory where a layer index belongs does not make the
+// image unreadable: the mount rebuilds the index, stores it as a file, and logs so once.
+func TestIndexDirectoryRebuilt(t *testing.T) {
+	st := newStore(t)
+	idx, err := filepath.Glob(filepath.Join(st, ".imgfs", "index", "sha256", "*"))
+	if err != nil || len(idx) != 1 {
+		t.Fatalf("layer indexes %q, %v; want one", idx, err)
+	}
+	if err := os.Remove(idx[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(idx[0], "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	mnt, _ := mountStore(t, st)
+	for range 3 {
+		if got := ok(t, mnt, "cat", "test/one/latest/rootfs/one.txt", "test/one/latest/layers/0/one.txt"); got != "one\none\n" {
+			t.Fatalf("cat: %q", got)
+		}
+	}
+	if fi, err := os.Lstat(idx[0]); err != nil || !fi.Mode().IsRegular() {
+		t.Errorf("the index is not stored as a file again: %v", err)
+	}
+	log, _ := os.ReadFile(filepath.Join(st, ".imgfs", "mount.log"))
+	if n := strings.Count(string(log), "layer index rebuilt"); n != 1 || !strings.Contains(string(log), "file="+idx[0]) {
+		t.Errorf("mount.log has %d lines of the rebuild, want 1 naming %s:\n%s", n, idx[0], log)
+	}
+}
+
 // TestDamagedPlainLayer: a plain (uncompressed) layer blob changed in the store after its
 // import, one byte in one file's data, makes that file EIO on the mount and imgfs save
 // fail naming the layer; the rest of the layer still reads. No wrong byte is served.

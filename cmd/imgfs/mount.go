@@ -101,6 +101,7 @@ func serve(cmd *cobra.Command, g *globals, dir string, opts mount.Options) error
 		return err
 	}
 	logger := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
+	s.Logger = logger
 	f := fsys.New(s, fsys.Options{Logger: logger, AllowOther: opts.AllowOther})
 	defer f.Close()
 	opts.Go = f.MountOptions()
