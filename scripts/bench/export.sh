@@ -7,35 +7,53 @@
 # export.tar >/dev/null` (no file written), and `cp export.tar` of the same image stored
 # with uncompressed layers, its blobs in the page cache (what FUSE and cp cost without any
 # decompression or disk reads).
-# Usage: scripts/bench/export.sh [WORKDIR]   (as root; needs /dev/fuse, skopeo, ~2 GB)
+# With BASE=REV, REV's imgfs is built too, each binary imports both stores into stores of its
+# own, and every imgfs figure (cp, cat, cp of the uncompressed image, imgfs save) is timed
+# for both, base and new alternating within each round; skopeo and gzip -dc once per round.
+# base's export.tar must be new's, byte for byte. ROUNDS=N sets the rounds (3), SIZE_MB=N
+# the image's size (350: layers of 4/7 and 3/7 of it); see ab.sh.
+# Usage: [BASE=REV] [ROUNDS=N] [SIZE_MB=N] scripts/bench/export.sh [WORKDIR]
+#        (as root; needs /dev/fuse, skopeo, ~2 GB, ~3 GB with BASE)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 work=${1:-$(mktemp -d)}
 mkdir -p "$work"
 work=$(realpath "$work")
 export PATH=$PATH:/usr/local/go/bin
+. scripts/bench/ab.sh
 make -s build
+[ $ab = 0 ] || ab_build_base
 go build -o "$work/lxbench" ./scripts/bench/lxbench
-b="$work/lxbench" imgfs=$PWD/bin/imgfs
-ref=bench/app:1 mnt=$work/mnt store=$work/store
-if [ ! -d "$work/img" ]; then
-  "$b" mktar -size $((200<<20)) -o "$work/l1.tar"
-  "$b" mktar -size $((150<<20)) -o "$work/l2.tar"
+b="$work/lxbench"
+ref=bench/app:1 mnt=$work/mnt
+# Per side (new: this tree's bin/imgfs; base: BASE's): binary, stores (gzip layers and
+# uncompressed layers), and a suffix for the files it writes.
+declare -A bin=([new]=$PWD/bin/imgfs) store=([new]=$work/store) plain=([new]=$work/plain) sfx=([new]="")
+if [ $ab = 1 ]; then bin[base]=$work/imgfs-base store[base]=$work/store-base plain[base]=$work/plain-base sfx[base]=-base; fi
+if [ ! -d "$work/img" ] || fixture_stale img 350; then
+  rm -rf "$work/img"
+  mb=${SIZE_MB:-350}
+  "$b" mktar -size $(((mb << 20) * 4 / 7)) -o "$work/l1.tar"
+  "$b" mktar -size $(((mb << 20) * 3 / 7)) -o "$work/l2.tar"
   pigz -6 -c "$work/l1.tar" >"$work/l1.tar.gz"; pigz -6 -c "$work/l2.tar" >"$work/l2.tar.gz"
   rm -f "$work/l1.tar" "$work/l2.tar"
   "$b" mkoci -o "$work/img" -name "$ref" "$work/l1.tar.gz" "$work/l2.tar.gz"
+  fixture_made img 350
 fi
-rm -rf "$store" "$work/plain"
-"$imgfs" --store "$store" import -q "$work/img" >/dev/null
+rm -rf "${store[@]}" "${plain[@]}"
+for s in "${sides[@]}"; do "${bin[$s]}" --store "${store[$s]}" import -q "$work/img" >/dev/null; done
 # The same image with uncompressed layers, from a docker-archive of it.
 skopeo copy -q "oci:$work/img:$ref" "docker-archive:$work/plain.tar:$ref"
-"$imgfs" --store "$work/plain" import -q "$work/plain.tar" >/dev/null
+for s in "${sides[@]}"; do "${bin[$s]}" --store "${plain[$s]}" import -q "$work/plain.tar" >/dev/null; done
 rm -f "$work/plain.tar"
 echo "image: $(du -smL "$work/img" | cut -f1) MB OCI layout, layers gzip (pigz -6)"
 
+# umnt: unmount $mnt (whichever side mounted it); mnt_side SIDE STORE: mount STORE with SIDE's
+# binary.
 umnt() {
-  if mountpoint -q "$mnt" 2>/dev/null; then "$imgfs" umount "$mnt" 2>/dev/null || umount -l "$mnt" || true; fi
+  if mountpoint -q "$mnt" 2>/dev/null; then "${bin[new]}" umount "$mnt" 2>/dev/null || umount -l "$mnt" || true; fi
 }
+mnt_side() { "${bin[$1]}" --store "$2" mount "$mnt" >/dev/null; }
 trap umnt EXIT
 mkdir -p "$mnt"
 umnt
@@ -55,35 +73,71 @@ else
   echo "page cache: NOT dropped (not permitted): runs are page-cache warm"
 fi
 secs() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null 2>&1 || { echo "failed: $*" >&2; exit 1; }; t1=$(date +%s.%N); awk "BEGIN{printf \"%.2f\", $t1 - $t0}"; }
-med() { printf '%s\n' "$@" | sort -n | sed -n 2p; }
+# add ARRAY SIDE T: append T to SIDE's space-separated times in the associative ARRAY.
+add() { local -n a=$1; a[$2]="${a[$2]:-}${a[$2]:+ }$3"; }
 
-ti=() ts=() tg=() tv=() tc=() tp=()
-for i in 1 2 3; do
-  umnt; rm -f "$work/out.tar"; "$imgfs" --store "$store" mount "$mnt" >/dev/null; drop
-  ti+=("$(secs cp "$mnt/bench/app/1/export.tar" "$work/out.tar")")
-  umnt; "$imgfs" --store "$store" mount "$mnt" >/dev/null; drop
-  tc+=("$(secs sh -c "cat '$mnt/bench/app/1/export.tar' >/dev/null")")
-  umnt; rm -f "$work/out.tar"; "$imgfs" --store "$work/plain" mount "$mnt" >/dev/null; drop
-  cat "$work"/plain/blobs/sha256/* >/dev/null # its blobs in the page cache: no disk reads
-  tp+=("$(secs cp "$mnt/bench/app/1/export.tar" "$work/out.tar")")
-  umnt; "$imgfs" --store "$store" mount "$mnt" >/dev/null
+declare -A ti=() tv=() tc=() tp=()
+ts=() tg=()
+for i in $(seq "$rounds"); do
+  for s in "${sides[@]}"; do
+    umnt; rm -f "$work/out${sfx[$s]}.tar"; mnt_side "$s" "${store[$s]}"; drop
+    add ti "$s" "$(secs cp "$mnt/bench/app/1/export.tar" "$work/out${sfx[$s]}.tar")"
+  done
+  # Nothing a user sees may change: base's export.tar is new's, byte for byte.
+  if [ $ab = 1 ] && [ "$i" = 1 ]; then
+    cmp -s "$work/out-base.tar" "$work/out.tar" || { echo "export.sh: export.tar differs between base and new" >&2; exit 1; }
+  fi
+  for s in "${sides[@]}"; do
+    umnt; mnt_side "$s" "${store[$s]}"; drop
+    add tc "$s" "$(secs sh -c "cat '$mnt/bench/app/1/export.tar' >/dev/null")"
+  done
+  for s in "${sides[@]}"; do
+    umnt; rm -f "$work/out${sfx[$s]}.tar"; mnt_side "$s" "${plain[$s]}"; drop
+    cat "${plain[$s]}"/blobs/sha256/* >/dev/null # its blobs in the page cache: no disk reads
+    add tp "$s" "$(secs cp "$mnt/bench/app/1/export.tar" "$work/out${sfx[$s]}.tar")"
+  done
+  umnt; mnt_side new "${store[new]}"
   rm -f "$work/skopeo.tar"; drop
   ts+=("$(secs skopeo copy -q "oci:$work/img:$ref" "docker-archive:$work/skopeo.tar:$ref")")
-  rm -f "$work/save.tar"; drop
-  tv+=("$(secs "$imgfs" --store "$store" save -o "$work/save.tar" "$ref")")
+  for s in "${sides[@]}"; do
+    rm -f "$work/save${sfx[$s]}.tar"; drop
+    add tv "$s" "$(secs "${bin[$s]}" --store "${store[$s]}" save -o "$work/save${sfx[$s]}.tar" "$ref")"
+  done
   drop
   tg+=("$(secs sh -c "gzip -dc '$work/l1.tar.gz' '$work/l2.tar.gz' >/dev/null")")
 done
 size=$(stat -c %s "$work/out.tar")
 [ "$size" = "$(stat -c %s "$mnt/bench/app/1/export.tar")" ] || { echo "export.sh: size differs from stat" >&2; exit 1; }
 cmp -s "$work/out.tar" "$work/save.tar" || { echo "export.sh: imgfs save and export.tar differ" >&2; exit 1; }
-mi=$(med "${ti[@]}") ms=$(med "${ts[@]}") mg=$(med "${tg[@]}") mv=$(med "${tv[@]}") mc=$(med "${tc[@]}") mp=$(med "${tp[@]}")
+if [ $ab = 1 ]; then
+  cmp -s "$work/out-base.tar" "$work/out.tar" || { echo "export.sh: export.tar of the uncompressed image differs between base and new" >&2; exit 1; }
+  cmp -s "$work/save-base.tar" "$work/save.tar" || { echo "export.sh: imgfs save differs between base and new" >&2; exit 1; }
+fi
+# shellcheck disable=SC2086 # the times are words
+mi=$(med ${ti[new]}) ms=$(med "${ts[@]}") mg=$(med "${tg[@]}") mv=$(med ${tv[new]}) mc=$(med ${tc[new]}) mp=$(med ${tp[new]})
 echo "export.tar: $((size >> 20)) MiB"
-echo "cp export.tar (cold mount):        ${ti[*]} s (median $mi, $(awk "BEGIN{printf \"%.0f\", $size / 1048576 / $mi}") MiB/s)"
-echo "skopeo copy oci: docker-archive:   ${ts[*]} s (median $ms)"
-echo "imgfs save -o (no mount):          ${tv[*]} s (median $mv)"
-echo "gzip -dc of the layers:            ${tg[*]} s (median $mg)"
-echo "cat export.tar >/dev/null:         ${tc[*]} s (median $mc)"
-echo "cp export.tar, uncompressed layers: ${tp[*]} s (median $mp): FUSE and cp alone (blobs cached)"
-echo "skopeo / cp export.tar: $(awk "BEGIN{printf \"%.2f\", $ms / $mi}")x   skopeo / imgfs save: $(awk "BEGIN{printf \"%.2f\", $ms / $mv}")x   gzip -dc / cp export.tar: $(awk "BEGIN{printf \"%.2f\", $mg / $mi}")x   skopeo / cat export.tar: $(awk "BEGIN{printf \"%.2f\", $ms / $mc}")x"
-rm -f "$work/out.tar" "$work/skopeo.tar" "$work/save.tar"
+if [ $ab = 0 ]; then
+  echo "cp export.tar (cold mount):        ${ti[new]} s (median $mi, $(awk "BEGIN{printf \"%.0f\", $size / 1048576 / $mi}") MiB/s)"
+  echo "skopeo copy oci: docker-archive:   ${ts[*]} s (median $ms)"
+  echo "imgfs save -o (no mount):          ${tv[new]} s (median $mv)"
+  echo "gzip -dc of the layers:            ${tg[*]} s (median $mg)"
+  echo "cat export.tar >/dev/null:         ${tc[new]} s (median $mc)"
+  echo "cp export.tar, uncompressed layers: ${tp[new]} s (median $mp): FUSE and cp alone (blobs cached)"
+  echo "skopeo / cp export.tar: $(awk "BEGIN{printf \"%.2f\", $ms / $mi}")x   skopeo / imgfs save: $(awk "BEGIN{printf \"%.2f\", $ms / $mv}")x   gzip -dc / cp export.tar: $(awk "BEGIN{printf \"%.2f\", $mg / $mi}")x   skopeo / cat export.tar: $(awk "BEGIN{printf \"%.2f\", $ms / $mc}")x"
+else
+  echo "export.tar of base and new: the same bytes (cp of both stores, imgfs save)"
+  # shellcheck disable=SC2086
+  mib=$(med ${ti[base]}) mvb=$(med ${tv[base]}) mcb=$(med ${tc[base]})
+  mibs() { awk "BEGIN{if ($1 > 0) printf \"%.0f\", $size / 1048576 / $1; else printf \"n/a\"}"; }
+  ab_line "cp export.tar (cold mount):        " "${ti[base]}" "${ti[new]}" ", $(mibs "$mib") MiB/s" ", $(mibs "$mi") MiB/s"
+  ab_line "cat export.tar >/dev/null:         " "${tc[base]}" "${tc[new]}"
+  ab_line "cp export.tar, uncompressed layers:" "${tp[base]}" "${tp[new]}"
+  ab_line "imgfs save -o (no mount):          " "${tv[base]}" "${tv[new]}"
+  echo "skopeo copy oci: docker-archive:    ${ts[*]} s (median $ms)"
+  echo "gzip -dc of the layers:             ${tg[*]} s (median $mg)"
+  for s in "${sides[@]}"; do
+    if [ "$s" = base ]; then x=$mib v=$mvb c=$mcb; else x=$mi v=$mv c=$mc; fi
+    echo "$s: skopeo / cp export.tar: $(ratio "$ms" "$x")x   skopeo / imgfs save: $(ratio "$ms" "$v")x   gzip -dc / cp export.tar: $(ratio "$mg" "$x")x   skopeo / cat export.tar: $(ratio "$ms" "$c")x"
+  done
+fi
+rm -f "$work/out.tar" "$work/skopeo.tar" "$work/save.tar" "$work/out-base.tar" "$work/save-base.tar"

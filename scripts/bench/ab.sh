@@ -1,0 +1,63 @@
+# shellcheck shell=bash disable=SC2034 # ab, sides, base_rev: read by the scripts that source this
+# Sourced by walk.sh and export.sh (from the repository's root, $work set): rounds, medians,
+# and the A/B mode that times another commit's imgfs in the same run.
+#   ROUNDS=N    timed runs of every figure (default 3); the median is the middle one (the mean
+#               of the middle two when N is even).
+#   BASE=REV    also build REV's imgfs (in a throwaway `git worktree add --detach` under $work,
+#               with the Makefile's build flags) as $work/imgfs-base; the scripts then time
+#               every imgfs figure for base and new, alternating within each round, and print
+#               both medians and new/base.
+#   SIZE_MB=N   the fixture's size (each script has its own default); a smaller one for smoke
+#               runs. The size is recorded in $work, and a fixture of another size is remade.
+
+rounds=${ROUNDS:-3}
+[[ $rounds =~ ^[1-9][0-9]*$ ]] || { echo "ROUNDS must be a positive integer, not '$rounds'" >&2; exit 2; }
+[[ ${SIZE_MB:-1} =~ ^[1-9][0-9]*$ ]] || { echo "SIZE_MB must be a positive integer, not '$SIZE_MB'" >&2; exit 2; }
+
+# med T...: the median of the times given.
+med() {
+  printf '%s\n' "$@" | sort -n | awk '{v[NR] = $1}
+    END {if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2}'
+}
+# ratio A B: A/B to 2 decimals ("n/a" when B is 0).
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{if (b > 0) printf "%.2f", a / b; else printf "n/a"}'; }
+
+# fixture_stale NAME DEFAULT_MB: true when the fixture in $work was made for another size than
+# SIZE_MB (a fixture without a record of its size was made at DEFAULT_MB); fixture_made NAME
+# records SIZE_MB (or the default) for it.
+# shellcheck disable=SC2154 # work is set by the script that sources this
+fixture_stale() { [ "$(cat "$work/$1.size_mb" 2>/dev/null || echo "$2")" != "${SIZE_MB:-$2}" ]; }
+fixture_made() { echo "${SIZE_MB:-$2}" >"$work/$1.size_mb"; }
+
+ab=0 sides=(new)
+if [ -n "${BASE:-}" ]; then
+  ab=1 sides=(base new)
+  base_rev=$(git rev-parse --verify -q "$BASE^{commit}") || { echo "BASE=$BASE: not a commit" >&2; exit 2; }
+  dirty=$(git status --porcelain | wc -l)
+  echo "A/B: base $(git rev-parse --short "$base_rev") (BASE=$BASE) against new $(git rev-parse --short HEAD) (HEAD$([ "$dirty" = 0 ] && echo ", tree clean" || echo ", tree DIRTY: $dirty changed or untracked files, built as they are"))"
+  # ab_build_base: $work/imgfs-base from BASE's tree, built as the Makefile builds bin/imgfs.
+  ab_build_base() {
+    local src=$work/base-src
+    git worktree remove --force "$src" 2>/dev/null || true
+    rm -rf "$src"
+    git worktree prune
+    git worktree add -q --detach "$src" "$base_rev"
+    if ! (cd "$src" && GOFLAGS=-tags=isal go build \
+      -ldflags "-X main.version=$(git describe --tags --always 2>/dev/null || echo dev)" \
+      -o "$work/imgfs-base" ./cmd/imgfs); then
+      git worktree remove --force "$src"
+      echo "BASE=$BASE: build failed" >&2
+      exit 1
+    fi
+    git worktree remove --force "$src"
+  }
+fi
+
+# ab_line LABEL "BASE TIMES" "NEW TIMES" [BASE_EXTRA NEW_EXTRA]: one figure for base and new
+# side by side, and new/base of their medians; an EXTRA follows its side's median.
+ab_line() {
+  local mb mn
+  # shellcheck disable=SC2086 # the times are words
+  mb=$(med $2) mn=$(med $3)
+  echo "$1 base: $2 s (median $mb${4:-})   new: $3 s (median $mn${5:-})   new/base: $(ratio "$mn" "$mb")x"
+}
