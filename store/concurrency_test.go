@@ -8,8 +8,10 @@ import (
 	"github.com/distribution/reference"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -107,4 +109,82 @@ func TestTagParallel(t *testing.T) {
 		t.Errorf("%d images, want %d", len(imgs), want)
 	}
 	assertTmpEmpty(t, s)
+}
+
+// Imports through four Stores at once (four open file descriptions, whose flocks conflict
+// as those of four processes do) while another goroutine keeps deleting what is in .imgfs/
+// but the temp files of writes in progress: every name an import reported lands.
+func TestImportWhileImgfsDeleted(t *testing.T) {
+	layout, _ := testLayout(t, nil)
+	root := t.TempDir()
+	if _, err := Open(root); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	deleted := make(chan int)
+	go func() {
+		n := 0
+		defer func() { deleted <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			ents, _ := os.ReadDir(filepath.Join(root, ".imgfs"))
+			for _, e := range ents {
+				if e.Name() != "tmp" && os.RemoveAll(filepath.Join(root, ".imgfs", e.Name())) == nil {
+					n++
+				}
+			}
+			time.Sleep(50 * time.Microsecond)
+		}
+	}()
+	const importers, imports = 4, 15
+	var mu sync.Mutex
+	var landed []string
+	var wg sync.WaitGroup
+	for g := range importers {
+		s, err := Open(root)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Go(func() {
+			for i := range imports {
+				name := fmt.Sprintf("example.com/g%d:%d", g, i)
+				if _, err := s.Import(layout, ImportOptions{Name: mustName(t, name)}); err != nil {
+					t.Errorf("import %s: %v", name, err)
+					continue
+				}
+				mu.Lock()
+				landed = append(landed, name)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	close(stop)
+	t.Logf("%d imports, %d entries of .imgfs/ deleted meanwhile", len(landed), <-deleted)
+
+	s, err := Open(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	imgs, err := s.Images()
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	for _, img := range imgs {
+		have[img.Name.String()] = true
+	}
+	lost := 0
+	for _, n := range landed {
+		if !have[n] {
+			lost++
+		}
+	}
+	if lost > 0 {
+		t.Errorf("%d of %d names lost", lost, len(landed))
+	}
 }

@@ -45,19 +45,26 @@ func commitTemp(f *os.File, dst string) (err error) {
 		return err
 	}
 	dir := filepath.Dir(dst)
-	if err := os.Rename(f.Name(), dst); errors.Is(err, os.ErrNotExist) {
-		// The destination directory may be missing (.imgfs/index removed, a blob of a
-		// new algorithm); the temp file is still there if Rename failed for that.
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return err
+	err = os.Rename(f.Name(), dst)
+	// The destination directory may be missing (.imgfs/index removed, a blob of a new
+	// algorithm); the temp file is still there if Rename failed for that. Someone deleting
+	// .imgfs/ again and again can remove the directory between MkdirAll and Rename: a few
+	// tries, not one.
+	for try := 0; errors.Is(err, os.ErrNotExist) && try < 8; try++ {
+		// MkdirAll fails with ENOENT or EEXIST too when what it made or saw goes.
+		if err = os.MkdirAll(dir, 0o755); err == nil || errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrExist) {
+			err = os.Rename(f.Name(), dst)
 		}
-		if err := os.Rename(f.Name(), dst); err != nil {
-			return err
-		}
-	} else if err != nil {
+	}
+	if err != nil {
 		return err
 	}
-	return syncDir(dir)
+	if err := syncDir(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		// ENOENT: the directory went after the rename (.imgfs/ deleted), and dst with
+		// it; there is nothing left to make durable.
+		return err
+	}
+	return nil
 }
 
 // writeFileAtomic replaces path with data through a temp file.
@@ -88,8 +95,74 @@ func syncDir(dir string) error {
 	return nil
 }
 
+// The store's locks are flocks on the store directory and on blobs/, not on files in
+// .imgfs/: .imgfs/ is derived data that may be deleted at any time, and a lock file
+// deleted while held is a lock that the next process takes anew on a new file, both then
+// writing index.json at once and one losing the other's names. The store directory
+// and blobs/ stay as long as the store has anything in it; neither is ever replaced, as
+// a file can be by a rename over it. Each lock needs an object of its own, since an
+// importer holds the GC lock (shared) while it takes the index lock (exclusive).
+//
+// On filesystems that emulate flock with fcntl locks (NFS) an exclusive lock needs a file
+// open for writing, which a directory cannot be: there the locks are on the files
+// .imgfs/lock and .imgfs/gc.lock, as they were, for want of better.
+
+// lockDir takes a flock of the given kind on the directory dir of the store (created if
+// missing), or on .imgfs/<fallback> where directories cannot be locked, and returns the
+// function that releases it.
+func (s *Store) lockDir(dir, fallback string, how int) (func(), error) {
+	if !s.canLockDirs() {
+		return s.flock(fallback, how)
+	}
+	p := s.path(dir)
+	f, err := os.Open(p)
+	if errors.Is(err, os.ErrNotExist) && dir != "" {
+		if err = os.MkdirAll(p, 0o755); err == nil {
+			f, err = os.Open(p)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: lock: %w", err)
+	}
+	if err := flockFile(f, how); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("store: lock %s: %w", p, err)
+	}
+	// Closing the directory releases the lock.
+	return func() { f.Close() }, nil
+}
+
+// canLockDirs reports whether the store's filesystem takes exclusive flocks on
+// directories, found out once by trying one that does not wait. It is a property of the
+// filesystem, so every process on the store comes to the same answer and takes the same
+// locks; asking per lock would not do, as a shared lock on a directory works everywhere.
+func (s *Store) canLockDirs() bool {
+	s.dirLocksOnce.Do(func() {
+		s.dirLocks = true
+		f, err := os.Open(s.root)
+		if err != nil {
+			return // lockDir says why
+		}
+		defer f.Close() // releases the lock if the try took it
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); errors.Is(err, syscall.EBADF) {
+			s.dirLocks = false
+		}
+	})
+	return s.dirLocks
+}
+
+// flockFile is flock(2) on f, retried when a signal interrupts it.
+func flockFile(f *os.File, how int) error {
+	for {
+		err := syscall.Flock(int(f.Fd()), how)
+		if !errors.Is(err, syscall.EINTR) {
+			return err
+		}
+	}
+}
+
 // flock takes a flock of the given kind on .imgfs/<name>, creating the file, and returns
-// the function that releases it.
+// the function that releases it: the locks where directories cannot be locked.
 func (s *Store) flock(name string, how int) (func(), error) {
 	p := s.path(".imgfs", name)
 	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o644)
@@ -101,13 +174,7 @@ func (s *Store) flock(name string, how int) (func(), error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: lock: %w", err)
 	}
-	for {
-		err = syscall.Flock(int(f.Fd()), how)
-		if !errors.Is(err, syscall.EINTR) {
-			break
-		}
-	}
-	if err != nil {
+	if err := flockFile(f, how); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("store: lock %s: %w", p, err)
 	}
@@ -115,10 +182,11 @@ func (s *Store) flock(name string, how int) (func(), error) {
 	return func() { f.Close() }, nil
 }
 
-// lockIndex takes the exclusive lock that index.json writers and GC hold.
+// lockIndex takes the exclusive lock that index.json writers and GC hold: a flock on the
+// store directory.
 func (s *Store) lockIndex() (func(), error) {
 	s.mu.Lock()
-	unlock, err := s.flock("lock", syscall.LOCK_EX)
+	unlock, err := s.lockDir("", "lock", syscall.LOCK_EX)
 	if err != nil {
 		s.mu.Unlock()
 		return nil, err
@@ -131,6 +199,13 @@ func (s *Store) lockIndex() (func(), error) {
 // the blobs it wrote are not yet reachable from index.json and GC would delete them. Hold
 // blocks while a GC runs. Do not call GC while holding it: GC would wait for ever.
 // WriteBlob, PutLayerIndex and Tag hold it themselves for their own duration.
+//
+// It is a shared flock on blobs/, which GC locks exclusively.
 func (s *Store) Hold() (release func(), err error) {
-	return s.flock("gc.lock", syscall.LOCK_SH)
+	return s.lockGC(syscall.LOCK_SH)
+}
+
+// lockGC takes the lock that GC holds exclusively and imports shared.
+func (s *Store) lockGC(how int) (func(), error) {
+	return s.lockDir("blobs", "gc.lock", how)
 }

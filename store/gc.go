@@ -27,7 +27,7 @@ const TmpMaxAge = time.Minute
 // blobs and tagging them). A reachable blob is never deleted: if a manifest cannot be read
 // to find what it reaches, GC deletes nothing and says why.
 func (s *Store) GC() (removed int, freed int64, err error) {
-	gcUnlock, err := s.flock("gc.lock", syscall.LOCK_EX)
+	gcUnlock, err := s.lockGC(syscall.LOCK_EX)
 	if err != nil {
 		return 0, 0, err
 	}

@@ -5,8 +5,9 @@
 //
 // Every write is atomic: data goes to a temp file in .imgfs/tmp, is verified and fsynced,
 // then renamed into place and its directory fsynced, so a crash leaves the store as it was.
-// index.json is rewritten under an exclusive flock on .imgfs/lock after re-reading it, so
-// processes tagging at once all land. Blobs are never rewritten once present.
+// index.json is rewritten under an exclusive flock on the store directory after re-reading
+// it, so processes tagging at once all land, whatever is deleted in .imgfs/ meanwhile.
+// Blobs are never rewritten once present.
 //
 // Layout:
 //
@@ -15,7 +16,9 @@
 //	blobs/<alg>/<hex>             manifests, indexes, configs, layers as pulled
 //	.imgfs/index/<alg>/<hex>      layer index of layer blob <hex> (layerindex format)
 //	.imgfs/tmp/                   temp files of writes in progress
-//	.imgfs/lock, .imgfs/gc.lock   flock files (index.json writers; GC against imports)
+//
+// The locks are flocks on the store directory (index.json writers) and on blobs/ (GC
+// against imports), which deleting .imgfs/ cannot take away; see lockDir.
 package store
 
 import (
@@ -73,6 +76,9 @@ type Store struct {
 	// file descriptions, but not on filesystems that emulate flock with per-process fcntl
 	// locks (NFS).
 	mu sync.Mutex
+
+	dirLocksOnce sync.Once
+	dirLocks     bool // flocks go on directories, not on files in .imgfs/ (canLockDirs)
 
 	cacheMu   sync.Mutex
 	manifests map[digest.Digest]parsed // parsed manifests/indexes by blob digest (immutable)
@@ -198,12 +204,6 @@ func (s *Store) createLayout() error {
 		return err
 	}
 	defer unlock()
-	// gc.lock is created here so that later writes change nothing but blobs and indexes.
-	if f, err := os.OpenFile(s.path(".imgfs", "gc.lock"), os.O_RDWR|os.O_CREATE, 0o644); err != nil {
-		return fmt.Errorf("store: %w", err)
-	} else {
-		f.Close()
-	}
 	if ok, err := s.checkLayout(); err != nil || ok {
 		return err
 	}
