@@ -161,23 +161,28 @@ func (im *importer) walk(d ocispec.Descriptor, depth int) error {
 }
 
 // walkManifest stores and verifies an image manifest's config and layers, indexing the
-// layers, and checks their diffIDs against the config.
+// layers, and checks their diffIDs against the config's. A layer is checked whatever its
+// media type says: the mount and export tell a layer by its bytes, so an
+// application/octet-stream gzip tar is served as one, and must be what the config says.
 func (im *importer) walkManifest(d ocispec.Descriptor, config *ocispec.Descriptor, layers []ocispec.Descriptor) error {
 	if config == nil {
 		return fmt.Errorf("manifest %s has no config", d.Digest)
 	}
-	if _, err := im.blob(*config, kindBlob); err != nil {
+	cst, err := im.blob(*config, kindBlob)
+	if err != nil {
 		return fmt.Errorf("manifest %s: config: %w", d.Digest, err)
 	}
 	im.prefetchLayers(layers)
-	diffIDs := make([]digest.Digest, 0, len(layers))
-	allTar := true
-	for _, l := range layers {
+	got := make([]layerDiffID, len(layers))
+	anyTar := false
+	for i, l := range layers {
 		if !isTarLayerType(l.MediaType) {
-			allTar = false
-			if _, err := im.blob(l, kindSniff); err != nil {
+			st, err := im.blob(l, kindSniff)
+			if err != nil {
 				return fmt.Errorf("manifest %s: %w", d.Digest, err)
 			}
+			got[i] = untypedDiffID(st)
+			anyTar = anyTar || st.ix != nil
 			continue
 		}
 		st, err := im.blob(l, kindLayer)
@@ -188,25 +193,77 @@ func (im *importer) walkManifest(d ocispec.Descriptor, config *ocispec.Descripto
 		if err != nil {
 			return err
 		}
-		diffIDs = append(diffIDs, ix.DiffID)
+		got[i] = layerDiffID{d: ix.DiffID}
+		anyTar = true
 	}
-	if !allTar || !isConfigType(config.MediaType) {
-		return nil
-	}
-	cfg, err := im.readConfig(config.Digest, config.Digest.String())
+	want, err := im.configDiffIDs(*config, cst)
 	if err != nil {
 		return err
 	}
-	if len(cfg.RootFS.DiffIDs) != len(layers) {
+	if want == nil && !(isConfigType(config.MediaType) && anyTar) {
+		return nil // an artifact's config, claiming no diffIDs: nothing to check them by
+	}
+	if len(want) != len(layers) {
 		return fmt.Errorf("manifest %s has %d layers, its config %s lists %d (rootfs.diff_ids)",
-			d.Digest, len(layers), config.Digest, len(cfg.RootFS.DiffIDs))
+			d.Digest, len(layers), config.Digest, len(want))
 	}
 	for i, l := range layers {
-		if err := checkDiffID(l.Digest.String(), i, diffIDs[i], cfg.RootFS.DiffIDs[i]); err != nil {
+		if got[i].d == "" {
+			why := strings.TrimPrefix(got[i].why.Error(), "layer "+l.Digest.String()+": ")
+			return fmt.Errorf("layer %s (%s): its diffID cannot be checked against the config's rootfs.diff_ids[%d] %s: not a tar: %s",
+				l.Digest, l.MediaType, i, want[i], why)
+		}
+		if err := checkDiffID(l.Digest.String(), i, got[i].d, want[i]); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// layerDiffID is what a layer's diffID is found to be: d, or "" and why it is unknown.
+type layerDiffID struct {
+	d   digest.Digest
+	why error
+}
+
+// untypedDiffID is the diffID of a blob listed as a layer under a media type that says
+// nothing of tars, from its bytes: a tar's (compressed or not) when it indexed as one; its
+// own digest when its first bytes are neither compressed nor a tar (an attestation's
+// JSON: its bytes are their own uncompressed stream); unknown when it looked like a layer
+// but does not index as one.
+func untypedDiffID(st *stored) layerDiffID {
+	switch {
+	case st.ix != nil:
+		return layerDiffID{d: st.ix.DiffID}
+	case st.ixErr != nil:
+		return layerDiffID{why: st.ixErr}
+	}
+	return layerDiffID{d: st.desc.Digest}
+}
+
+// configDiffIDs returns the rootfs.diff_ids of a manifest's config, stored as st. An image
+// config must parse; a config of another media type (a vendor's, an artifact's) that does
+// not parse as JSON with rootfs.diff_ids claims none (nil), as it does when it has none.
+func (im *importer) configDiffIDs(config ocispec.Descriptor, st *stored) ([]digest.Digest, error) {
+	if isConfigType(config.MediaType) {
+		cfg, err := im.readConfig(config.Digest, config.Digest.String())
+		if err != nil {
+			return nil, err
+		}
+		return cfg.RootFS.DiffIDs, nil
+	}
+	if st.desc.Size > maxConfigSize {
+		return nil, nil
+	}
+	data, err := im.s.ReadBlob(config.Digest, maxConfigSize)
+	if err != nil {
+		return nil, wrapf(err, "config %s: ", config.Digest)
+	}
+	var cfg imageConfig
+	if json.Unmarshal(data, &cfg) != nil {
+		return nil, nil
+	}
+	return cfg.RootFS.DiffIDs, nil
 }
 
 // prefetchLayers stores and indexes a directory's tar layers in parallel, one per core:

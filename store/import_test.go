@@ -1003,3 +1003,87 @@ func TestReimportMendsDamagedBlob(t *testing.T) {
 	}
 	assertTmpEmpty(t, s)
 }
+
+// A layer's diffID is checked against its config's whatever the media types say: the mount
+// and export take a layer for one by its bytes, not its media type. An artifact whose
+// config claims no diffIDs imports as it is.
+func TestImportDiffIDWhateverMediaType(t *testing.T) {
+	tar1 := makeTar(t, []tarEntry{{name: "one", typ: tar.TypeReg, mode: 0o644, body: []byte("1")}})
+	tar2 := makeTar(t, []tarEntry{{name: "two", typ: tar.TypeReg, mode: 0o644, body: []byte("2")}})
+	gz1 := gzipBytes(t, tar1)
+	intoto := []byte(`{"_type":"https://in-toto.io/Statement/v0.1"}`)
+	notTar := gzipBytes(t, []byte("gzip, but no tar inside"))
+	const octet, vendor = "application/octet-stream", "application/vnd.acme.config.v1+json"
+	type layer struct {
+		mediaType string
+		data      []byte
+	}
+	cases := []struct {
+		name     string
+		configMT string
+		config   string // rootfs of the config, %s the diffIDs
+		diffIDs  []digest.Digest
+		layers   []layer
+		want     []string // in the error; none: imports
+	}{
+		{"octet-stream layer, wrong diffID", ocispec.MediaTypeImageConfig, "", []digest.Digest{digest.FromBytes(tar2)},
+			[]layer{{octet, gz1}}, []string{digest.FromBytes(gz1).String(), "diffID", digest.FromBytes(tar1).String()}},
+		{"vendor config, wrong diffID", vendor, "", []digest.Digest{digest.FromBytes(tar2)},
+			[]layer{{ocispec.MediaTypeImageLayerGzip, gz1}}, []string{digest.FromBytes(gz1).String(), "diffID"}},
+		{"vendor config, octet-stream layer, wrong diffID", vendor, "", []digest.Digest{digest.FromBytes(tar2)},
+			[]layer{{octet, gz1}}, []string{digest.FromBytes(gz1).String(), "diffID"}},
+		{"vendor config, diffIDs for 2 layers of 1", vendor, "", []digest.Digest{digest.FromBytes(tar1), digest.FromBytes(tar2)},
+			[]layer{{octet, gz1}}, []string{"1 layers", "lists 2"}},
+		{"octet-stream layer that is no tar", ocispec.MediaTypeImageConfig, "", []digest.Digest{digest.FromString("gzip, but no tar inside")},
+			[]layer{{octet, notTar}}, []string{digest.FromBytes(notTar).String(), "diffID"}},
+		{"octet-stream layer, right diffID", ocispec.MediaTypeImageConfig, "", []digest.Digest{digest.FromBytes(tar1)},
+			[]layer{{octet, gz1}}, nil},
+		{"vendor config, right diffIDs", vendor, "", []digest.Digest{digest.FromBytes(tar1), digest.FromBytes(tar2)},
+			[]layer{{octet, gz1}, {ocispec.MediaTypeImageLayer, tar2}}, nil},
+		{"attestation", ocispec.MediaTypeImageConfig, "", []digest.Digest{digest.FromBytes(intoto)},
+			[]layer{{"application/vnd.in-toto+json", intoto}}, nil},
+		{"artifact claiming no diffIDs", vendor, `{"anything":1}`, nil, []layer{{octet, gz1}, {"text/plain", []byte("hi")}}, nil},
+	}
+	s := openStore(t)
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "L")
+			var ls []ocispec.Descriptor
+			for _, l := range c.layers {
+				ls = append(ls, testimg.WriteBlob(t, dir, l.mediaType, l.data))
+			}
+			cfg := []byte(c.config)
+			if c.config == "" {
+				ids, _ := json.Marshal(c.diffIDs)
+				cfg = []byte(fmt.Sprintf(`{"architecture":%q,"os":%q,"rootfs":{"type":"layers","diff_ids":%s}}`,
+					hostPlatform.Architecture, hostPlatform.OS, ids))
+			}
+			cd := testimg.WriteBlob(t, dir, c.configMT, cfg)
+			m := ocispec.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest,
+				Config: cd, Layers: ls}
+			md := writeLayoutJSON(t, dir, ocispec.MediaTypeImageManifest, m)
+			writeLayoutIndex(t, dir, []ocispec.Descriptor{md}, []string{"x:1"})
+			archive := writeFile(t, t.TempDir(), "x.tar", tarDir(t, dir))
+			for _, src := range []string{dir, archive} {
+				name := mustName(t, "example.com/"+strings.ToLower(strings.NewReplacer(" ", "-", ",", "").Replace(c.name))+":1")
+				_, err := s.Import(src, ImportOptions{Name: name})
+				if c.want == nil {
+					if err != nil {
+						t.Errorf("%s: %v", filepath.Base(src), err)
+					}
+					continue
+				}
+				if err == nil {
+					t.Errorf("%s: imported", filepath.Base(src))
+					continue
+				}
+				for _, w := range c.want {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("%s: error %q lacks %q", filepath.Base(src), err, w)
+					}
+				}
+				t.Log(err)
+			}
+		})
+	}
+}
