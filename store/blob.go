@@ -68,6 +68,11 @@ func (s *Store) ReadBlob(d digest.Digest, maxSize int64) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
+	return readVerified(f, d, maxSize)
+}
+
+// readVerified is ReadBlob of the open blob f.
+func readVerified(f *os.File, d digest.Digest, maxSize int64) ([]byte, error) {
 	data, err := io.ReadAll(io.LimitReader(f, maxSize+1))
 	if err != nil {
 		return nil, fmt.Errorf("store: blob %s: %w", d, err)
@@ -92,68 +97,94 @@ func (s *Store) ReadBlob(d digest.Digest, maxSize int64) ([]byte, error) {
 // present is not rewritten if it still hashes to its digest (r is then only hashed, to
 // verify it); a damaged one is replaced.
 func (s *Store) WriteBlob(r io.Reader, expected digest.Digest) (digest.Digest, int64, error) {
-	alg := digest.Canonical
-	if expected != "" {
-		if err := expected.Validate(); err != nil {
-			return "", 0, fmt.Errorf("store: expected digest %q: %w", expected, err)
-		}
-		alg = expected.Algorithm()
-	}
 	release, err := s.Hold()
 	if err != nil {
 		return "", 0, err
 	}
 	defer release()
+	d, n, tmp, err := s.stageBlob(r, expected)
+	if err != nil {
+		return d, n, err
+	}
+	if err := s.placeBlob(tmp, d, n); err != nil {
+		return "", 0, err
+	}
+	return d, n, nil
+}
 
-	damaged := false
-	if fi, err := os.Stat(s.BlobPath(expected)); expected != "" && err == nil && fi.Mode().IsRegular() {
-		// The stored copy was verified when it was written, but a disk or a hand may have
-		// changed it since: a new copy of the bytes is the one chance to mend it.
-		damaged = !s.blobIntact(expected)
-		if !damaged {
-			// Still read r through: the caller may be teeing it, and the bytes must be what
-			// they claim even if we keep our copy.
-			dg := alg.Digester()
-			n, err := io.Copy(dg.Hash(), r)
-			if err != nil {
-				return "", n, fmt.Errorf("store: blob %s: %w", expected, err)
-			}
-			if got := dg.Digest(); got != expected {
-				return got, n, fmt.Errorf("store: blob: %w: expected %s, got %s", ErrDigestMismatch, expected, got)
-			}
-			return expected, n, nil
+// stageBlob is WriteBlob up to the rename: the blob, verified and fsynced, is left in the
+// temp file tmp for placeBlob to move into blobs/, or for the caller to remove; tmp is ""
+// when blobs/ has the blob already. An import stages what it reads and places only what
+// the images it adds name, so that a refused import, or a member no manifest names, leaves
+// nothing in blobs/ (and never a blob that another import, seeing it there, counts on).
+// The caller holds the store (Hold).
+func (s *Store) stageBlob(r io.Reader, expected digest.Digest) (d digest.Digest, n int64, tmp string, err error) {
+	alg := digest.Canonical
+	if expected != "" {
+		if err := expected.Validate(); err != nil {
+			return "", 0, "", fmt.Errorf("store: expected digest %q: %w", expected, err)
 		}
+		alg = expected.Algorithm()
+	}
+
+	if fi, err := os.Stat(s.BlobPath(expected)); expected != "" && err == nil && fi.Mode().IsRegular() && s.blobIntact(expected) {
+		// Still read r through: the caller may be teeing it, and the bytes must be what
+		// they claim even if we keep our copy. A stored copy that no longer hashes to its
+		// digest (a disk or a hand changed it since it was verified) is replaced by this
+		// one, the one chance to mend it.
+		dg := alg.Digester()
+		n, err := io.Copy(dg.Hash(), r)
+		if err != nil {
+			return "", n, "", fmt.Errorf("store: blob %s: %w", expected, err)
+		}
+		if got := dg.Digest(); got != expected {
+			return got, n, "", fmt.Errorf("store: blob: %w: expected %s, got %s", ErrDigestMismatch, expected, got)
+		}
+		return expected, n, "", nil
 	}
 
 	f, err := s.createTemp("blob-*")
 	if err != nil {
-		return "", 0, err
+		return "", 0, "", err
 	}
-	fail := func(err error) (digest.Digest, int64, error) {
+	discard := func() {
 		f.Close()
 		os.Remove(f.Name())
-		return "", 0, err
 	}
 	dg := alg.Digester()
-	n, err := io.Copy(io.MultiWriter(f, dg.Hash()), r)
+	n, err = io.Copy(io.MultiWriter(f, dg.Hash()), r)
 	if err != nil {
-		return fail(fmt.Errorf("store: writing blob: %w", err))
+		discard()
+		return "", 0, "", fmt.Errorf("store: writing blob: %w", err)
 	}
 	got := dg.Digest()
 	if expected != "" && got != expected {
-		_, _, err := fail(fmt.Errorf("store: blob: %w: expected %s, got %s", ErrDigestMismatch, expected, got))
-		return got, n, err
+		discard()
+		return got, n, "", fmt.Errorf("store: blob: %w: expected %s, got %s", ErrDigestMismatch, expected, got)
 	}
-	dst := s.BlobPath(got)
-	if fi, err := os.Stat(dst); !damaged && err == nil && fi.Size() == n && s.blobIntact(got) {
+	if fi, err := os.Stat(s.BlobPath(got)); err == nil && fi.Size() == n && s.blobIntact(got) {
 		// Someone stored it meanwhile (or it was there and no digest was expected).
-		fail(nil)
-		return got, n, nil
+		discard()
+		return got, n, "", nil
 	}
-	if err := commitTemp(f, dst); err != nil {
-		return "", 0, err
+	if err := finishTemp(f); err != nil {
+		return "", 0, "", err
 	}
-	return got, n, nil
+	return got, n, f.Name(), nil
+}
+
+// placeBlob renames blob d of n bytes, staged as tmp by stageBlob, into blobs/ ("": it is
+// there already). The temp file is gone afterwards, whatever happens.
+func (s *Store) placeBlob(tmp string, d digest.Digest, n int64) error {
+	if tmp == "" {
+		return nil
+	}
+	dst := s.BlobPath(d)
+	if fi, err := os.Stat(dst); err == nil && fi.Mode().IsRegular() && fi.Size() == n && s.blobIntact(d) {
+		os.Remove(tmp) // someone stored it meanwhile
+		return nil
+	}
+	return placeTemp(tmp, dst)
 }
 
 // blobIntact reports whether the stored blob d hashes to d.
@@ -172,17 +203,29 @@ func (s *Store) blobIntact(d digest.Digest) bool {
 
 // WriteLayer stores a layer blob and its layer index in one pass over r: the bytes
 // WriteBlob reads are teed into layerindex.Build. desc gives the expected digest, which
-// must be set.
+// must be set. A blob that does not index as a layer is not stored.
 func (s *Store) WriteLayer(r io.Reader, desc ocispec.Descriptor) (*layerindex.Index, error) {
 	if desc.Digest == "" {
 		return nil, errors.New("store: WriteLayer: descriptor has no digest")
 	}
-	_, _, ix, ixErr, err := s.putLayer(r, desc.Digest)
+	release, err := s.Hold()
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	_, n, tmp, ix, ixErr, err := s.stageLayer(r, desc.Digest)
 	if err != nil {
 		return nil, err
 	}
 	if ixErr != nil {
+		removeTemp(tmp)
 		return nil, fmt.Errorf("store: indexing layer %s: %w", desc.Digest, ixErr)
+	}
+	if err := s.placeBlob(tmp, desc.Digest, n); err != nil {
+		return nil, err
+	}
+	if err := s.PutLayerIndex(ix); err != nil {
+		return nil, err
 	}
 	return ix, nil
 }

@@ -26,7 +26,16 @@ func (s *Store) createTemp(pattern string) (*os.File, error) {
 // commitTemp makes the temp file f (written, not yet closed) the file dst: it sets the
 // mode, fsyncs and closes f, renames it over dst and fsyncs dst's directory, so that after
 // a crash dst is either absent/old or complete. f is removed on failure.
-func commitTemp(f *os.File, dst string) (err error) {
+func commitTemp(f *os.File, dst string) error {
+	if err := finishTemp(f); err != nil {
+		return err
+	}
+	return placeTemp(f.Name(), dst)
+}
+
+// finishTemp makes the temp file f (written, not yet closed) ready to be renamed into
+// place: it sets the mode, fsyncs and closes f. f is removed on failure.
+func finishTemp(f *os.File) (err error) {
 	defer func() {
 		if err != nil {
 			f.Close()
@@ -41,11 +50,20 @@ func commitTemp(f *os.File, dst string) (err error) {
 	if err := f.Sync(); err != nil {
 		return err
 	}
-	if err := f.Close(); err != nil {
-		return err
-	}
+	return f.Close()
+}
+
+// placeTemp renames the finished temp file tmp over dst and fsyncs dst's directory. tmp
+// is removed on failure.
+func placeTemp(tmp, dst string) (err error) {
+	defer func() {
+		if err != nil {
+			os.Remove(tmp)
+			err = fmt.Errorf("store: %w", err)
+		}
+	}()
 	dir := filepath.Dir(dst)
-	err = os.Rename(f.Name(), dst)
+	err = os.Rename(tmp, dst)
 	// The destination directory may be missing (.imgfs/index removed, a blob of a new
 	// algorithm); the temp file is still there if Rename failed for that. Someone deleting
 	// .imgfs/ again and again can remove the directory between MkdirAll and Rename: a few
@@ -53,7 +71,7 @@ func commitTemp(f *os.File, dst string) (err error) {
 	for try := 0; errors.Is(err, os.ErrNotExist) && try < 8; try++ {
 		// MkdirAll fails with ENOENT or EEXIST too when what it made or saw goes.
 		if err = os.MkdirAll(dir, 0o755); err == nil || errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrExist) {
-			err = os.Rename(f.Name(), dst)
+			err = os.Rename(tmp, dst)
 		}
 	}
 	if err != nil {
@@ -65,6 +83,13 @@ func commitTemp(f *os.File, dst string) (err error) {
 		return err
 	}
 	return nil
+}
+
+// removeTemp removes a temp file that is no longer wanted ("": none).
+func removeTemp(tmp string) {
+	if tmp != "" {
+		os.Remove(tmp)
+	}
 }
 
 // writeFileAtomic replaces path with data through a temp file.

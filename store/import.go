@@ -47,7 +47,8 @@ type Progress interface {
 // Every blob is verified (against the digest its name or descriptor gives, a layer also
 // against its config's diffID), layers get their layer index in the same pass, and only
 // when all is well does index.json change, in one atomic rewrite that tags every image of
-// the archive. On error nothing is tagged; blobs already written stay until GC. The whole
+// the archive. Blobs wait in .imgfs/tmp until then, and only those the images name go
+// into blobs/: on error nothing is tagged and nothing stays (see stageBlob). The whole
 // import holds the store (Hold) so that GC cannot take its blobs before they are tagged.
 func (s *Store) Import(path string, opts ImportOptions) ([]Image, error) {
 	if path == "-" {
@@ -79,7 +80,8 @@ func (s *Store) ImportReader(r io.Reader, opts ImportOptions) ([]Image, error) {
 }
 
 // runImport is the frame of every import: hold the store, load the source (load), check
-// it all and write the manifests it needs (plan), then tag in one index.json update.
+// it all and write the manifests it needs (plan), move what the images name into blobs/
+// (place), then tag in one index.json update. Whatever was not placed is removed.
 func (s *Store) runImport(label string, opts ImportOptions, load func(*importer) error) ([]Image, error) {
 	fail := func(err error) ([]Image, error) {
 		return nil, wrapf(err, "import %s: ", label)
@@ -95,12 +97,13 @@ func (s *Store) runImport(label string, opts ImportOptions, load func(*importer)
 	}
 	defer release()
 	im := &importer{
-		s:     s,
-		opts:  opts,
-		files: make(map[string]*stored),
-		links: make(map[string]string),
-		meta:  make(map[string][]byte),
-		seen:  make(map[digest.Digest]bool),
+		s:        s,
+		opts:     opts,
+		files:    make(map[string]*stored),
+		links:    make(map[string]string),
+		meta:     make(map[string][]byte),
+		seen:     make(map[digest.Digest]bool),
+		byDigest: make(map[digest.Digest]*stored),
 	}
 	defer im.close()
 	if err := load(im); err != nil {
@@ -108,6 +111,9 @@ func (s *Store) runImport(label string, opts ImportOptions, load func(*importer)
 	}
 	ops, err := im.plan()
 	if err != nil {
+		return fail(err)
+	}
+	if err := im.place(); err != nil {
 		return fail(err)
 	}
 	imgs, err := s.applyTags(ops)
@@ -124,6 +130,8 @@ type stored struct {
 	ix     *layerindex.Index  // its layer index, when indexed as a layer
 	ixErr  error              // why it could not be indexed, when tried
 	isJSON bool               // small and starts with '{': maybe a config or manifest
+	tmp    string             // the verified copy in .imgfs/tmp until placed; "" when in blobs/
+	needed bool               // named by a manifest (or manifest.json): placed at the end
 }
 
 // importer is one import in progress.
@@ -139,15 +147,23 @@ type importer struct {
 	meta  map[string][]byte      // manifest.json, index.json, oci-layout
 	dir   *os.Root               // the directory imported; nil for an archive
 	jsons []*stored              // small JSON members under blobs/ (docker's own manifests)
-	mu    sync.Mutex             // guards files and jsons: a directory's layers are stored in parallel
+	mu    sync.Mutex             // guards files, jsons, byDigest, staged and needed: a directory's layers are stored in parallel
 	seen  map[digest.Digest]bool // manifests and indexes walked
+	// Every blob stored, by digest (the first file of that content), and those staged.
+	byDigest map[digest.Digest]*stored
+	staged   []*stored
 	// Docker's own OCI manifests in a Docker 25+ save, parsed on first need.
 	ociManifests map[digest.Digest]*ocispec.Manifest
 }
 
+// close ends the import, removing the temp files of what was not placed.
 func (im *importer) close() {
 	if im.dir != nil {
 		im.dir.Close()
+	}
+	for _, st := range im.staged {
+		removeTemp(st.tmp)
+		st.tmp = ""
 	}
 }
 
@@ -413,16 +429,17 @@ func (im *importer) put(r io.Reader, name string, size int64, k kind, what strin
 	st := &stored{path: name}
 	var err error
 	if k == kindLayer {
-		st.desc.Digest, st.desc.Size, st.ix, st.ixErr, err = im.s.putLayer(src, expected)
+		st.desc.Digest, st.desc.Size, st.tmp, st.ix, st.ixErr, err = im.s.stageLayer(src, expected)
 		if err == nil && st.ix != nil {
 			st.desc.MediaType = layerMediaType(st.ix.Compression)
 		}
 		if err == nil && st.ixErr != nil && memberKind(name) == kindLayer {
 			// Named as a layer: no use going on.
+			removeTemp(st.tmp)
 			err = st.ixErr
 		}
 	} else {
-		st.desc.Digest, st.desc.Size, err = im.s.WriteBlob(src, expected)
+		st.desc.Digest, st.desc.Size, st.tmp, err = im.s.stageBlob(src, expected)
 		st.isJSON = st.desc.Size <= MaxManifestSize && bytes.HasPrefix(bytes.TrimLeft(head, " \t\r\n"), []byte("{"))
 	}
 	if p := im.opts.Progress; p != nil {
@@ -433,11 +450,103 @@ func (im *importer) put(r io.Reader, name string, size int64, k kind, what strin
 	}
 	im.mu.Lock()
 	im.files[name] = st
+	im.add(st)
 	if st.isJSON && strings.HasPrefix(name, "blobs/") {
 		im.jsons = append(im.jsons, st)
 	}
 	im.mu.Unlock()
 	return st, nil
+}
+
+// add records a blob stored by the import; im.mu is held.
+func (im *importer) add(st *stored) {
+	if _, ok := im.byDigest[st.desc.Digest]; !ok {
+		im.byDigest[st.desc.Digest] = st
+	}
+	if st.tmp != "" {
+		im.staged = append(im.staged, st)
+	}
+}
+
+// putBytes stores a blob the import makes (a manifest for a docker save's image), needed.
+func (im *importer) putBytes(data []byte) (*stored, error) {
+	st := &stored{needed: true}
+	var err error
+	st.desc.Digest, st.desc.Size, st.tmp, err = im.s.stageBlob(bytes.NewReader(data), digest.FromBytes(data))
+	if err != nil {
+		return nil, err
+	}
+	im.mu.Lock()
+	im.add(st)
+	im.mu.Unlock()
+	return st, nil
+}
+
+// need marks the blob d as named by what the import tags, if the import stored it.
+func (im *importer) need(d digest.Digest) {
+	im.mu.Lock()
+	if st, ok := im.byDigest[d]; ok {
+		st.needed = true
+	}
+	im.mu.Unlock()
+}
+
+// readBlob is the store's ReadBlob for a blob the import may have staged only.
+func (im *importer) readBlob(d digest.Digest, maxSize int64) ([]byte, error) {
+	im.mu.Lock()
+	st := im.byDigest[d]
+	im.mu.Unlock()
+	if st == nil || st.tmp == "" {
+		return im.s.ReadBlob(d, maxSize)
+	}
+	f, err := os.Open(st.tmp)
+	if err != nil {
+		return nil, fmt.Errorf("store: blob %s: %w", d, err)
+	}
+	defer f.Close()
+	return readVerified(f, d, maxSize)
+}
+
+// blobSize returns the size of blob d, staged or stored; false if it is neither.
+func (im *importer) blobSize(d digest.Digest) (int64, bool) {
+	im.mu.Lock()
+	st := im.byDigest[d]
+	im.mu.Unlock()
+	if st != nil {
+		return st.desc.Size, true
+	}
+	fi, err := os.Stat(im.s.BlobPath(d))
+	if err != nil || !fi.Mode().IsRegular() {
+		return 0, false
+	}
+	return fi.Size(), true
+}
+
+// place moves the staged blobs that the images of the import name into blobs/, and
+// stores the layer indexes built of them. The rest is removed by close.
+func (im *importer) place() error {
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	for _, st := range im.staged {
+		if !st.needed || st.tmp == "" {
+			continue
+		}
+		err := im.s.placeBlob(st.tmp, st.desc.Digest, st.desc.Size)
+		st.tmp = ""
+		if err != nil {
+			return wrapf(err, "%s: ", st.desc.Digest)
+		}
+	}
+	indexed := map[digest.Digest]bool{}
+	for _, st := range im.files {
+		if st.needed && st.ix != nil && !indexed[st.desc.Digest] {
+			indexed[st.desc.Digest] = true
+			if err := im.s.PutLayerIndex(st.ix); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // layerMediaType is the OCI media type of a layer blob of the given compression. Docker
@@ -453,12 +562,14 @@ func layerMediaType(c layerindex.Compression) string {
 	return ocispec.MediaTypeImageLayer
 }
 
-// putLayer stores a layer blob and its layer index in one pass over r (the bytes WriteBlob
-// reads are teed into layerindex.Build). It tells a failed write (err: nothing stored) from
-// a blob stored fine that does not index as a layer (ixErr): an OCI archive's member is
-// taken for a layer by its first bytes alone, and only a manifest naming it as a layer
-// makes its index matter. An empty expected digest means it is computed (sha256).
-func (s *Store) putLayer(r io.Reader, expected digest.Digest) (d digest.Digest, n int64, ix *layerindex.Index, ixErr, err error) {
+// stageLayer stages a layer blob (see stageBlob) and builds its layer index in one pass
+// over r (the bytes stageBlob reads are teed into layerindex.Build). It tells a failed
+// write (err: nothing staged) from a blob staged fine that does not index as a layer
+// (ixErr): an OCI archive's member is taken for a layer by its first bytes alone, and
+// only a manifest naming it as a layer makes its index matter. An empty expected digest
+// means it is computed (sha256). The index is not stored: the caller does that once the
+// blob is placed.
+func (s *Store) stageLayer(r io.Reader, expected digest.Digest) (d digest.Digest, n int64, tmp string, ix *layerindex.Index, ixErr, err error) {
 	pr, pw := io.Pipe()
 	type result struct {
 		ix  *layerindex.Index
@@ -470,27 +581,24 @@ func (s *Store) putLayer(r io.Reader, expected digest.Digest) (d digest.Digest, 
 		io.Copy(io.Discard, pr) // Build may stop early; the tee must never block
 		done <- result{ix, err}
 	}()
-	d, n, err = s.WriteBlob(io.TeeReader(r, pw), expected)
+	d, n, tmp, err = s.stageBlob(io.TeeReader(r, pw), expected)
 	pw.CloseWithError(err)
 	res := <-done
 	if err != nil {
-		return "", 0, nil, nil, err
+		return "", 0, "", nil, nil, err
 	}
 	if res.err != nil {
 		if expected == "" {
 			// Build names the layer by the digest it was given; the caller names it better.
 			res.err = &wrappedError{strings.TrimPrefix(res.err.Error(), "layer (no digest given): "), res.err}
 		}
-		return d, n, nil, res.err, nil
+		return d, n, tmp, nil, res.err, nil
 	}
 	if res.ix.BlobDigest != d {
-		return d, n, nil, fmt.Errorf("indexed as %s, stored as %s", res.ix.BlobDigest, d), nil
+		return d, n, tmp, nil, fmt.Errorf("indexed as %s, stored as %s", res.ix.BlobDigest, d), nil
 	}
 	res.ix.MediaType = layerMediaType(res.ix.Compression)
-	if err := s.PutLayerIndex(res.ix); err != nil {
-		return "", 0, nil, nil, err
-	}
-	return d, n, res.ix, nil, nil
+	return d, n, tmp, res.ix, nil, nil
 }
 
 // openDir opens a directory to import: an OCI layout, or an unpacked docker save.
@@ -534,12 +642,16 @@ func (im *importer) file(name string, k kind, what string) (*stored, error) {
 			name = t
 		}
 		if st, ok := im.files[name]; ok {
+			st.needed = true
 			return st, nil
 		}
 		return nil, fmt.Errorf("%s: no such file in the archive", name)
 	}
 	im.mu.Lock()
 	st, ok := im.files[name]
+	if ok {
+		st.needed = true
+	}
 	im.mu.Unlock()
 	if ok {
 		return st, nil
@@ -556,7 +668,13 @@ func (im *importer) file(name string, k kind, what string) (*stored, error) {
 	if !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("%s: not a regular file", name)
 	}
-	return im.put(f, name, fi.Size(), k, what)
+	st, err = im.put(f, name, fi.Size(), k, what)
+	if err == nil {
+		im.mu.Lock()
+		st.needed = true
+		im.mu.Unlock()
+	}
+	return st, err
 }
 
 // blob returns the stored blob d describes (blobs/<alg>/<hex> of the layout), checking its
@@ -598,12 +716,31 @@ func (im *importer) layer(st *stored) (*layerindex.Index, error) {
 	if st.ixErr != nil {
 		return nil, fmt.Errorf("layer %s: %v", st.path, st.ixErr)
 	}
-	ix, err := im.s.LayerIndex(ocispec.Descriptor{Digest: st.desc.Digest, Size: st.desc.Size})
+	ix, err := im.layerIndex(st)
 	if err != nil {
 		return nil, wrapf(err, "layer %s: ", st.path)
 	}
 	st.ix = ix
 	st.desc.MediaType = layerMediaType(ix.Compression)
+	return ix, nil
+}
+
+// layerIndex builds the layer index of a blob that was not indexed as it was stored: from
+// its staged copy, else through the store.
+func (im *importer) layerIndex(st *stored) (*layerindex.Index, error) {
+	if st.tmp == "" {
+		return im.s.LayerIndex(ocispec.Descriptor{Digest: st.desc.Digest, Size: st.desc.Size})
+	}
+	f, err := os.Open(st.tmp)
+	if err != nil {
+		return nil, fmt.Errorf("store: layer %s: %w", st.desc.Digest, err)
+	}
+	defer f.Close()
+	ix, err := layerindex.Build(f, layerindex.BuildOptions{Digest: st.desc.Digest})
+	if err != nil {
+		return nil, fmt.Errorf("store: indexing layer %s: %w", st.desc.Digest, err)
+	}
+	ix.MediaType = layerMediaType(ix.Compression)
 	return ix, nil
 }
 

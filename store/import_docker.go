@@ -1,11 +1,9 @@
 package store
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
@@ -96,7 +94,7 @@ type imageConfig struct {
 }
 
 func (im *importer) readConfig(d digest.Digest, label string) (*imageConfig, error) {
-	data, err := im.s.ReadBlob(d, maxConfigSize)
+	data, err := im.readBlob(d, maxConfigSize)
 	if err != nil {
 		return nil, wrapf(err, "config %s: ", label)
 	}
@@ -164,11 +162,11 @@ func (im *importer) dockerImage(e dockerImage) (ocispec.Descriptor, error) {
 	if err != nil {
 		return ocispec.Descriptor{}, err
 	}
-	d, n, err := im.s.WriteBlob(bytes.NewReader(data), digest.FromBytes(data))
+	st, err := im.putBytes(data)
 	if err != nil {
 		return ocispec.Descriptor{}, wrapf(err, "manifest of %s: ", e.Config)
 	}
-	return ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: d, Size: n}, nil
+	return ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: st.desc.Digest, Size: st.desc.Size}, nil
 }
 
 // dockerManifest finds, among the JSON blobs of a Docker 25+ save and the manifests its
@@ -186,13 +184,13 @@ func (im *importer) dockerManifest(config ocispec.Descriptor, layers []ocispec.D
 		}
 		if json.Unmarshal(im.meta["index.json"], &idx) == nil {
 			for _, d := range idx.Manifests {
-				if isManifestType(d.MediaType) && im.s.HasBlob(d.Digest) {
+				if _, ok := im.blobSize(d.Digest); ok && isManifestType(d.MediaType) {
 					cands[d.Digest] = true
 				}
 			}
 		}
 		for d := range cands {
-			data, err := im.s.ReadBlob(d, MaxManifestSize)
+			data, err := im.readBlob(d, MaxManifestSize)
 			if err != nil {
 				continue
 			}
@@ -218,11 +216,12 @@ func (im *importer) dockerManifest(config ocispec.Descriptor, layers []ocispec.D
 	if found == "" {
 		return ocispec.Descriptor{}, false
 	}
-	fi, err := os.Stat(im.s.BlobPath(found))
-	if err != nil {
+	size, ok := im.blobSize(found)
+	if !ok {
 		return ocispec.Descriptor{}, false
 	}
-	return ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: found, Size: fi.Size()}, true
+	im.need(found)
+	return ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: found, Size: size}, true
 }
 
 func sameBlob(a, b ocispec.Descriptor) bool {

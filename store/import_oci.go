@@ -120,7 +120,7 @@ func (im *importer) walk(d ocispec.Descriptor, depth int) error {
 	if st.desc.Size > MaxManifestSize {
 		return fmt.Errorf("manifest %s: larger than %d bytes", d.Digest, MaxManifestSize)
 	}
-	data, err := im.s.ReadBlob(d.Digest, MaxManifestSize)
+	data, err := im.readBlob(d.Digest, MaxManifestSize)
 	if err != nil {
 		return wrapf(err, "manifest %s: ", d.Digest)
 	}
@@ -255,7 +255,7 @@ func (im *importer) configDiffIDs(config ocispec.Descriptor, st *stored) ([]dige
 	if st.desc.Size > maxConfigSize {
 		return nil, nil
 	}
-	data, err := im.s.ReadBlob(config.Digest, maxConfigSize)
+	data, err := im.readBlob(config.Digest, maxConfigSize)
 	if err != nil {
 		return nil, wrapf(err, "config %s: ", config.Digest)
 	}

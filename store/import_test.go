@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"github.com/imgfs/imgfs/internal/testimg"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -648,30 +649,15 @@ func tarDir(t testing.TB, dir string) []byte {
 	return b.Bytes()
 }
 
-// storeState is what a failed import must leave as it was: every file present before,
-// byte for byte, and nothing new but unreferenced blobs and their layer indexes.
+// checkUnchanged checks what a refused import must leave: the store as it was, byte for
+// byte, index.json included, and nothing new (not even blobs no name reaches).
 func checkUnchanged(t *testing.T, s *Store, before map[string]string, indexJSON []byte) {
 	t.Helper()
 	if got := readFile(t, filepath.Join(s.Root(), "index.json")); !bytes.Equal(got, indexJSON) {
 		t.Fatalf("index.json changed:\n%s\n%s", indexJSON, got)
 	}
-	after := snapshot(t, s.Root())
-	ix, err := s.readIndex()
-	if err != nil {
-		t.Fatal(err)
-	}
-	keep := map[digest.Digest]bool{}
-	for _, e := range ix.entries {
-		if err := s.mark(e.desc, keep, 0); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, d := range diffSnapshots(before, after) {
-		p, _, _ := strings.Cut(d, ": ")
-		blob := strings.HasPrefix(p, "blobs/sha256/") || strings.HasPrefix(p, ".imgfs/index/sha256/")
-		if _, existed := before[p]; existed || !blob || keep[digest.NewDigestFromEncoded(digest.SHA256, filepath.Base(p))] {
-			t.Errorf("store changed: %s", d)
-		}
+	for _, d := range diffSnapshots(before, snapshot(t, s.Root())) {
+		t.Errorf("store changed: %s", d)
 	}
 	assertTmpEmpty(t, s)
 }
@@ -1085,5 +1071,176 @@ func TestImportDiffIDWhateverMediaType(t *testing.T) {
 				t.Log(err)
 			}
 		})
+	}
+}
+
+// withMembers returns the archive data with members (name -> body) added at its end.
+func withMembers(t testing.TB, data []byte, members map[string][]byte) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	tw := tar.NewWriter(&b)
+	for _, m := range readTar(t, data) {
+		tw.WriteHeader(m.hdr)
+		tw.Write(m.body)
+	}
+	names := slices.Sorted(maps.Keys(members))
+	for _, n := range names {
+		tw.WriteHeader(&tar.Header{Name: n, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(members[n]))})
+		tw.Write(members[n])
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+// blobFiles lists the files under blobs/ and .imgfs/index/ of a store.
+func blobFiles(t testing.TB, s *Store) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, sub := range []string{"blobs", filepath.Join(".imgfs", "index")} {
+		for p, v := range snapshot(t, filepath.Join(s.Root(), sub)) {
+			if strings.HasPrefix(v, "-") {
+				out[filepath.Join(sub, p)] = v
+			}
+		}
+	}
+	return out
+}
+
+// An import stores only what the manifests of the images it adds name: a refused import
+// leaves no blob behind, and a member no manifest names is not kept, be it 8 MiB of
+// zeros in a gzip of a few KiB.
+func TestImportKeepsOnlyWhatIsNamed(t *testing.T) {
+	layout, want := testLayout(t, nil)
+	random := make([]byte, 1<<20)
+	rand.NewChaCha8([32]byte{7}).Read(random)
+	junk := map[string][]byte{
+		"junk": make([]byte, 8<<20),
+		"blobs/sha256/" + digest.FromBytes(random).Encoded(): random,
+		"x/layer.tar": makeTar(t, []tarEntry{{name: "junk", typ: tar.TypeReg, mode: 0o644, body: random}}),
+	}
+	junkDigests := []digest.Digest{digest.FromBytes(junk["junk"]), digest.FromBytes(random), digest.FromBytes(junk["x/layer.tar"])}
+	oci := tarDir(t, layout)
+	docker := readFile(t, dockerArchive(t, layout, "example.com/docker:1"))
+	// index.json naming the image and another one that is not there: refused once every
+	// member is stored, and the image's blobs with them.
+	gone := want.Manifest
+	gone.Digest = digest.FromString("gone")
+	indexJSON := func() []byte {
+		dir := t.TempDir()
+		writeLayoutIndex(t, dir, []ocispec.Descriptor{want.Manifest, gone}, []string{"img:1", "gone:1"})
+		return readFile(t, filepath.Join(dir, "index.json"))
+	}()
+	missing := rewriteTar(t, oci, func(h *tar.Header, body []byte) (*tar.Header, []byte) {
+		if h.Name == "index.json" {
+			body = indexJSON
+		}
+		return h, body
+	})
+	badTag := rewriteTar(t, docker, func(h *tar.Header, body []byte) (*tar.Header, []byte) {
+		if h.Name == "manifest.json" {
+			body = bytes.ReplaceAll(body, []byte("example.com/docker:1"), []byte("Bad:Name:x"))
+		}
+		return h, body
+	})
+
+	s := openStore(t)
+	if _, err := s.Import(filepath.Join("..", "..", "shared", "fixtures", "hello-world-v25.tar"), ImportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		data []byte
+		gz   bool
+	}{
+		{"oci-archive naming a missing manifest", missing, false},
+		{"gzipped", missing, true},
+		{"docker save with an invalid RepoTag", badTag, false},
+		{"layout of a refused import", nil, false},
+	} {
+		t.Run("refused "+c.name, func(t *testing.T) {
+			before := blobFiles(t, s)
+			var err error
+			if c.data == nil {
+				bad := filepath.Join(t.TempDir(), "L")
+				os.CopyFS(bad, os.DirFS(layout))
+				os.WriteFile(filepath.Join(bad, "index.json"), indexJSON, 0o644)
+				_, err = s.Import(bad, ImportOptions{})
+			} else {
+				data := withMembers(t, c.data, junk)
+				if c.gz {
+					data = gzipBytes(t, data)
+					t.Logf("%d bytes gzipped", len(data))
+				}
+				_, err = s.Import(writeFile(t, t.TempDir(), "bad.tar", data), ImportOptions{})
+			}
+			if err == nil {
+				t.Fatal("imported")
+			}
+			t.Log(err)
+			if d := diffSnapshots(before, blobFiles(t, s)); len(d) > 0 {
+				t.Errorf("refused import left %d files: %v", len(d), d)
+			}
+			assertTmpEmpty(t, s)
+		})
+	}
+	for name, data := range map[string][]byte{"oci-archive": oci, "docker save": docker} {
+		t.Run("imported "+name, func(t *testing.T) {
+			if _, err := s.Import(writeFile(t, t.TempDir(), "x.tar", withMembers(t, data, junk)), ImportOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			for _, d := range junkDigests {
+				if s.HasBlob(d) {
+					t.Errorf("member %s kept", d)
+				}
+			}
+			reach := checkReachable(t, s)
+			for p := range blobFiles(t, s) {
+				if d := digest.NewDigestFromEncoded(digest.SHA256, filepath.Base(p)); !reach[d] {
+					t.Errorf("%s kept, reachable from no name", p)
+				}
+			}
+			assertTmpEmpty(t, s)
+		})
+	}
+}
+
+// Refused imports running along with good ones of the same blobs take nothing from them.
+func TestImportRefusedAlongsideGood(t *testing.T) {
+	layout, want := testLayout(t, nil)
+	oci := tarDir(t, layout)
+	bad := writeFile(t, t.TempDir(), "bad.tar", rewriteTar(t, oci, func(h *tar.Header, body []byte) (*tar.Header, []byte) {
+		if h.Name == "index.json" {
+			body = bytes.ReplaceAll(body, []byte(want.Manifest.Digest.Encoded()), []byte(digest.FromString("gone").Encoded()))
+		}
+		return h, body
+	}))
+	good := writeFile(t, t.TempDir(), "good.tar", oci)
+	root := t.TempDir()
+	for round := range 5 {
+		var wg sync.WaitGroup
+		for i, p := range []string{bad, good, bad} {
+			s, err := Open(root)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wg.Go(func() {
+				name := mustName(t, fmt.Sprintf("example.com/r%d:%d", round, i))
+				if _, err := s.Import(p, ImportOptions{Name: name}); (err == nil) != (p == good) {
+					t.Errorf("import %s: %v", filepath.Base(p), err)
+				}
+			})
+		}
+		wg.Wait()
+		s, _ := Open(root)
+		checkImported(t, s, fmt.Sprintf("example.com/r%d:1", round), want)
+		checkReachable(t, s)
+		if _, _, err := s.GC(); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Untag(mustName(t, fmt.Sprintf("example.com/r%d:1", round))); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
