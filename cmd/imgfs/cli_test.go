@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"os"
 	"regexp"
 	"slices"
 	"strings"
@@ -270,5 +271,35 @@ func TestLsInspectRmGC(t *testing.T) {
 	r = imgfsOK(t, dir, "ls")
 	if lines := strings.Split(strings.TrimSpace(r.stdout), "\n"); len(lines) != 2 || !strings.HasPrefix(lines[1], "ghcr.io/acme/app") {
 		t.Errorf("ls after gc:\n%s", r.stdout)
+	}
+}
+
+// rm removes a name whatever became of its image: a manifest blob missing or damaged
+// leaves a line of index.json that rm can still drop.
+func TestRmBrokenImage(t *testing.T) {
+	s, dir := openStore(t)
+	missing := writeImage(t, s, map[string]string{"a": "missing"}, nil, true)
+	damaged := writeImage(t, s, map[string]string{"a": "damaged"}, nil, true)
+	ok := writeImage(t, s, map[string]string{"a": "ok"}, nil, true)
+	tag(t, s, "busybox:latest", missing)
+	tag(t, s, "ghcr.io/acme/app:1", damaged)
+	tag(t, s, "ok:1", ok)
+	if err := os.Remove(s.BlobPath(missing.manifest.Digest)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(s.BlobPath(damaged.manifest.Digest), []byte("{}"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := imgfsIn(t, nil, nil, "--store", dir, "rm", "busybox", "ghcr.io/acme/app:1")
+	if r.code != 0 || r.stdout != "Untagged: busybox:latest\nUntagged: ghcr.io/acme/app:1\n" {
+		t.Errorf("rm of names whose manifests are missing or damaged: %+v", r)
+	}
+	r = imgfsOK(t, dir, "ls", "--format", "json")
+	var rows []lsJSON
+	if err := json.Unmarshal([]byte(r.stdout), &rows); err != nil || len(rows) != 1 || rows[0].Repository != "ok" {
+		t.Errorf("ls after rm: %v\n%s%s", err, r.stdout, r.stderr)
+	}
+	if r := imgfsIn(t, nil, nil, "--store", dir, "rm", "busybox"); r.code != 1 || r.stderr != "imgfs: no such image: busybox\n" {
+		t.Errorf("rm busybox again: %+v", r)
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 
@@ -46,7 +47,7 @@ is untagged; an image ID untags every name of the image (all in one repository, 
 func rmOne(s *store.Store, ref string, force bool, out io.Writer) error {
 	img, err := s.Resolve(ref)
 	if err != nil {
-		return err
+		return untagBroken(s, ref, err, out)
 	}
 	// A name (or a name with a digest) untags that name only.
 	if named, err := reference.ParseDockerRef(ref); err == nil && img.Name != nil {
@@ -95,5 +96,23 @@ func rmOne(s *store.Store, ref string, force bool, out io.Writer) error {
 		}
 		fmt.Fprintln(out, "Deleted:", img.ID)
 	}
+	return nil
+}
+
+// untagBroken removes the name ref when Resolve failed with err for want of its image (a
+// manifest blob missing or damaged, no manifest for the platform): the name is a line of
+// index.json, and removing it needs nothing else. Any other failure is err.
+func untagBroken(s *store.Store, ref string, err error, out io.Writer) error {
+	named, perr := reference.ParseDockerRef(ref)
+	if perr != nil || errors.Is(err, store.ErrNoSuchImage) {
+		return err
+	}
+	if _, digested := named.(reference.Digested); digested {
+		return err
+	}
+	if uerr := s.Untag(named); uerr != nil {
+		return err
+	}
+	fmt.Fprintln(out, "Untagged:", reference.FamiliarString(named))
 	return nil
 }
