@@ -7,12 +7,80 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
+
+// GCWaitNotice is how long GC waits for imports before it tells Store.GCWaiting.
+const GCWaitNotice = time.Second
+
+// lockGCExclusive takes the GC lock exclusively, telling s.GCWaiting once if that takes
+// longer than GCWaitNotice: an import stalled between writing blobs and tagging them (a
+// stopped process, a pipe nobody writes to) holds GC back for as long, and a silent wait
+// looks like a hang.
+func (s *Store) lockGCExclusive() (func(), error) {
+	if s.GCWaiting == nil {
+		return s.lockGC(syscall.LOCK_EX)
+	}
+	type locked struct {
+		unlock func()
+		err    error
+	}
+	done := make(chan locked, 1)
+	go func() {
+		unlock, err := s.lockGC(syscall.LOCK_EX)
+		done <- locked{unlock, err}
+	}()
+	t := time.NewTimer(GCWaitNotice)
+	defer t.Stop()
+	select {
+	case l := <-done:
+		return l.unlock, l.err
+	case <-t.C:
+		s.GCWaiting(s.gcLockHolders())
+	}
+	l := <-done
+	return l.unlock, l.err
+}
+
+// gcLockHolders returns the IDs of the processes holding the GC lock, from /proc/locks
+// (Linux), or none if they cannot be found out. Waiters, listed there with "->", are not
+// holders.
+func (s *Store) gcLockHolders() []int {
+	p := s.path("blobs")
+	if !s.canLockDirs() {
+		p = s.path(".imgfs", "gc.lock")
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(p, &st); err != nil {
+		return nil
+	}
+	data, err := os.ReadFile("/proc/locks")
+	if err != nil {
+		return nil
+	}
+	// Lines read "1: FLOCK  ADVISORY  READ  1234 fd:01:5678 0 EOF": the device as
+	// hexadecimal major:minor, then the inode number.
+	dev := uint64(st.Dev)
+	want := fmt.Sprintf("%02x:%02x:%d", (dev>>8)&0xfff|(dev>>32)&^uint64(0xfff), dev&0xff|(dev>>12)&^uint64(0xff), st.Ino)
+	var pids []int
+	for line := range strings.Lines(string(data)) {
+		f := strings.Fields(line)
+		if len(f) < 6 || f[1] != "FLOCK" || f[5] != want {
+			continue
+		}
+		if pid, err := strconv.Atoi(f[4]); err == nil && pid > 0 && !slices.Contains(pids, pid) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
 
 // TmpMaxAge is how old a file in .imgfs/tmp must be for GC to take it for a leftover of a
 // killed write rather than one in progress.
@@ -27,7 +95,7 @@ const TmpMaxAge = time.Minute
 // blobs and tagging them). A reachable blob is never deleted: if a manifest cannot be read
 // to find what it reaches, GC deletes nothing and says why.
 func (s *Store) GC() (removed int, freed int64, err error) {
-	gcUnlock, err := s.lockGC(syscall.LOCK_EX)
+	gcUnlock, err := s.lockGCExclusive()
 	if err != nil {
 		return 0, 0, err
 	}

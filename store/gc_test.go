@@ -3,6 +3,7 @@ package store
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -136,5 +137,48 @@ func TestGCWaitsForHold(t *testing.T) {
 	<-done
 	if !s.HasBlob(img.Layer.Digest) {
 		t.Fatal("GC removed the held import's layer")
+	}
+}
+
+// A GC held back by an import says so once, naming the process that holds the store.
+func TestGCSaysWhatItWaitsFor(t *testing.T) {
+	s := openStore(t)
+	release, err := s.Hold()
+	if err != nil {
+		t.Fatal(err)
+	}
+	told := make(chan []int, 2)
+	s.GCWaiting = func(pids []int) { told <- pids }
+	done := make(chan error)
+	start := time.Now()
+	go func() {
+		_, _, err := s.GC()
+		done <- err
+	}()
+	select {
+	case pids := <-told:
+		if waited := time.Since(start); waited < GCWaitNotice {
+			t.Errorf("told after %v", waited)
+		}
+		if !slices.Contains(pids, os.Getpid()) {
+			t.Errorf("holders %v, want %d among them", pids, os.Getpid())
+		}
+	case err := <-done:
+		t.Fatalf("GC ran while Hold was held: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("GC did not say it waits")
+	}
+	release()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if len(told) > 0 {
+		t.Error("told twice")
+	}
+
+	// Not held: GC says nothing.
+	s.GCWaiting = func([]int) { t.Error("GC said it waits with nothing to wait for") }
+	if _, _, err := s.GC(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -72,6 +72,11 @@ type Store struct {
 	// instead of slog.Default(). Set it before first use.
 	Logger *slog.Logger
 
+	// GCWaiting, when set, is called once by a GC that has waited GCWaitNotice for the
+	// imports running in the store (Hold) to finish, with the IDs of the processes
+	// holding them as far as the system tells (none when it does not). GC waits on.
+	GCWaiting func(pids []int)
+
 	// mu serializes index.json writers of this process. flock already does between open
 	// file descriptions, but not on filesystems that emulate flock with per-process fcntl
 	// locks (NFS).

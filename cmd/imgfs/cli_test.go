@@ -1,8 +1,12 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
+	"os/exec"
 	"regexp"
 	"slices"
 	"strings"
@@ -301,5 +305,51 @@ func TestRmBrokenImage(t *testing.T) {
 	}
 	if r := imgfsIn(t, nil, nil, "--store", dir, "rm", "busybox"); r.code != 1 || r.stderr != "imgfs: no such image: busybox\n" {
 		t.Errorf("rm busybox again: %+v", r)
+	}
+}
+
+// gc behind an import says, once, what it waits for, and goes on when the import ends.
+func TestGCSaysWhatItWaitsFor(t *testing.T) {
+	s, dir := openStore(t)
+	release, err := s.Hold() // as an import does, from its first blob to its tag
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	cmd := exec.Command(imgfsBin, "--store", dir, "gc")
+	var stdout bytes.Buffer
+	cmd.Stdout = &stdout
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	want := fmt.Sprintf("imgfs gc: waiting for an import running in this store (pid %d) to finish", os.Getpid())
+	select {
+	case l := <-lines:
+		if l != want {
+			t.Errorf("gc said %q, want %q", l, want)
+		}
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("gc said nothing in 10 s")
+	}
+	release()
+	var more []string
+	for l := range lines {
+		more = append(more, l)
+	}
+	if err := cmd.Wait(); err != nil || len(more) > 0 || stdout.String() != "Removed 0 blobs, freed 0B\n" {
+		t.Errorf("gc after the import: %v, stdout %q, more stderr %q", err, stdout.String(), more)
 	}
 }
