@@ -31,13 +31,15 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: lxbench mktar|index|random|mkoci ...")
+		fmt.Fprintln(os.Stderr, "usage: lxbench mktar|mkmany|index|random|mkoci ...")
 		os.Exit(2)
 	}
 	var err error
 	switch os.Args[1] {
 	case "mktar":
 		err = mktar(os.Args[2:])
+	case "mkmany":
+		err = mkmany(os.Args[2:])
 	case "index":
 		err = index(os.Args[2:])
 	case "random":
@@ -121,6 +123,55 @@ func mktar(args []string) error {
 		return err
 	}
 	fmt.Printf("mktar: %s: %d entries, %d MB of file data\n", *out, files, total>>20)
+	return bw.Flush()
+}
+
+// mkmany writes a gzip layer of -files small files (a few bytes each), -per to a directory:
+// the image of many entries and little data that bounds the memory of the table of contents.
+func mkmany(args []string) error {
+	fl := flag.NewFlagSet("mkmany", flag.ExitOnError)
+	files := fl.Int("files", 1000000, "files")
+	per := fl.Int("per", 1000, "files per directory")
+	out := fl.String("o", "many.tar.gz", "output")
+	fl.Parse(args)
+	f, err := os.Create(*out)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	bw := bufio.NewWriterSize(f, 1<<20)
+	zw, err := gzip.NewWriterLevel(bw, gzip.DefaultCompression)
+	if err != nil {
+		return err
+	}
+	tw := tar.NewWriter(zw)
+	mtime := time.Unix(1700000000, 0)
+	dirs := 0
+	for i := 0; i < *files; i++ {
+		if i%*per == 0 {
+			h := &tar.Header{Typeflag: tar.TypeDir, Name: fmt.Sprintf("d%04d/", i / *per), Mode: 0o755, ModTime: mtime, Format: tar.FormatUSTAR}
+			if err := tw.WriteHeader(h); err != nil {
+				return err
+			}
+			dirs++
+		}
+		body := []byte(fmt.Sprintf("%d\n", i))
+		h := &tar.Header{Typeflag: tar.TypeReg, Name: fmt.Sprintf("d%04d/f%05d", i / *per, i), Mode: 0o644,
+			Size: int64(len(body)), ModTime: mtime, Format: tar.FormatUSTAR}
+		if err := tw.WriteHeader(h); err != nil {
+			return err
+		}
+		if _, err := tw.Write(body); err != nil {
+			return err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return err
+	}
+	if err := zw.Close(); err != nil {
+		return err
+	}
+	fmt.Printf("mkmany: %s: %d files in %d directories\n", *out, *files, dirs)
 	return bw.Flush()
 }
 
