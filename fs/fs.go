@@ -79,6 +79,8 @@ type FS struct {
 	failed   map[digest.Digest]bool // layers whose read failure was logged
 
 	readAhead atomic.Pointer[ReadAhead] // nil until SetReadAhead
+
+	raw rawTrees // the trees the kernel holds by rawFS's node IDs
 }
 
 // ReadAhead switches the kernel's read-ahead for the files opened next on the mount

@@ -177,6 +177,16 @@ func (n *imageNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.At
 func (n *imageNode) childIno(kind byte) uint64 { return ino(n.ino, kind) }
 
 func (n *imageNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+	return gofs.NewListDirStream(n.entries()), 0
+}
+
+// OpendirHandle lists the directory without attributes in READDIRPLUS (see listDir):
+// rootfs/ is a tree's root, which rawFS must see looked up.
+func (n *imageNode) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	return &listDir{list: n.entries()}, 0, 0
+}
+
+func (n *imageNode) entries() []fuse.DirEntry {
 	list := make([]fuse.DirEntry, 0, len(imageEntries))
 	for _, name := range imageEntries {
 		e := fuse.DirEntry{Name: name, Mode: syscall.S_IFDIR}
@@ -197,7 +207,7 @@ func (n *imageNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno)
 		}
 		list = append(list, e)
 	}
-	return gofs.NewListDirStream(withDots(&n.Inode, n.ino, list)), 0
+	return withDots(&n.Inode, n.ino, list)
 }
 
 func (n *imageNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
@@ -235,9 +245,8 @@ func (n *imageNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 			im.fs.log.Error("building rootfs", "image", im.label, "path", n.path+"/rootfs", "err", err)
 			return nil, syscall.EIO
 		}
-		node := &treeNode{im: im, t: t, base: n.childIno(kindRootfs), path: n.path + "/rootfs"}
-		node.attr(&out.Attr)
-		return n.NewInode(ctx, node, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: node.inode()}), 0
+		r := &treeRoot{im: im, t: t, base: n.childIno(kindRootfs), dotdot: n.ino, path: n.path + "/rootfs"}
+		return im.fs.lookupRoot(ctx, &n.Inode, r, out), 0
 	}
 	return nil, syscall.ENOENT
 }
@@ -269,11 +278,21 @@ func (n *layersNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.A
 func (n *layersNode) layerBase(i int) uint64 { return ino(n.ino, kindLayer, i) }
 
 func (n *layersNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+	return gofs.NewListDirStream(n.entries()), 0
+}
+
+// OpendirHandle lists the directory without attributes in READDIRPLUS (see listDir):
+// every entry is a tree's root, which rawFS must see looked up.
+func (n *layersNode) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	return &listDir{list: n.entries()}, 0, 0
+}
+
+func (n *layersNode) entries() []fuse.DirEntry {
 	list := make([]fuse.DirEntry, len(n.im.img.Manifest.Layers))
 	for i := range list {
 		list[i] = fuse.DirEntry{Name: strconv.Itoa(i), Mode: syscall.S_IFDIR, Ino: treeIno(n.layerBase(i), 0)}
 	}
-	return gofs.NewListDirStream(withDots(&n.Inode, n.ino, list)), 0
+	return withDots(&n.Inode, n.ino, list)
 }
 
 func (n *layersNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
@@ -287,10 +306,8 @@ func (n *layersNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut
 			"layer", n.im.img.Manifest.Layers[i].Digest, "err", err)
 		return nil, syscall.EIO
 	}
-	node := &treeNode{im: n.im, t: t, base: n.layerBase(i), path: n.path + "/" + name, layer: i, isLayerRoot: true}
-	node.attr(&out.Attr)
-	setTimeouts(out, n.im.fs.opts.ImageTimeout)
-	return n.NewInode(ctx, node, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: node.inode()}), 0
+	r := &treeRoot{im: n.im, t: t, base: n.layerBase(i), dotdot: n.ino, path: n.path + "/" + name, layer: i, isLayer: true}
+	return n.im.fs.lookupRoot(ctx, &n.Inode, r, out), 0
 }
 
 // bytesNode is a small file held in memory (manifest.json, config.json). They are 0444

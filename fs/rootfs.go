@@ -59,9 +59,10 @@ func (m mergedTree) child(dir uint32, i int) (uint32, bool) {
 	return uint32(kids[i]), true
 }
 
-func (m mergedTree) name(n uint32) string  { return m.t.Name(overlay.Node(n)) }
-func (m mergedTree) inode(n uint32) uint32 { return uint32(m.t.Inode(overlay.Node(n))) }
-func (m mergedTree) nlink(n uint32) uint32 { return m.t.Nlink(overlay.Node(n)) }
+func (m mergedTree) name(n uint32) string   { return m.t.Name(overlay.Node(n)) }
+func (m mergedTree) parent(n uint32) uint32 { return uint32(m.t.Parent(overlay.Node(n))) }
+func (m mergedTree) inode(n uint32) uint32  { return uint32(m.t.Inode(overlay.Node(n))) }
+func (m mergedTree) nlink(n uint32) uint32  { return m.t.Nlink(overlay.Node(n)) }
 func (m mergedTree) index(layer int) *layerindex.Index {
 	return m.ixs[layer]
 }

@@ -26,6 +26,8 @@ type tree interface {
 	// not a directory).
 	child(dir uint32, i int) (uint32, bool)
 	name(n uint32) string
+	// parent is n's directory; the root is its own.
+	parent(n uint32) uint32
 	// entry gives n's attributes and data: the layer (of the image) holding it, and the
 	// tar entry. A nil entry (layer -1) is a directory no entry describes.
 	entry(n uint32) (layer int, e *layerindex.Entry)
@@ -47,9 +49,10 @@ type rawTree struct {
 
 type rawNode struct {
 	name     string
-	entry    int32    // index in ix.Entries; -1: a made-up directory
-	link     uint32   // the node whose inode and data this one has: itself, or a hard link's target
-	nlink    uint32   // of the inode, for non-directories; of the directory, for directories
+	entry    int32  // index in ix.Entries; -1: a made-up directory
+	link     uint32 // the node whose inode and data this one has: itself, or a hard link's target
+	nlink    uint32 // of the inode, for non-directories; of the directory, for directories
+	parent   uint32
 	children []uint32 // sorted by name
 }
 
@@ -71,7 +74,7 @@ func newRawTree(ix *layerindex.Index, layer int) *rawTree {
 			kids[dir] = map[string]uint32{}
 		}
 		c := uint32(len(t.nodes))
-		t.nodes = append(t.nodes, rawNode{name: name, entry: -1, link: c})
+		t.nodes = append(t.nodes, rawNode{name: name, entry: -1, link: c, parent: dir})
 		kids = append(kids, nil)
 		kids[dir][name] = c
 		return c, false
@@ -185,6 +188,7 @@ func (t *rawTree) child(dir uint32, i int) (uint32, bool) {
 }
 
 func (t *rawTree) name(n uint32) string        { return t.nodes[n].name }
+func (t *rawTree) parent(n uint32) uint32      { return t.nodes[n].parent }
 func (t *rawTree) inode(n uint32) uint32       { return t.nodes[n].link }
 func (t *rawTree) nlink(n uint32) uint32       { return t.nodes[n].nlink }
 func (t *rawTree) index(int) *layerindex.Index { return t.ix }
@@ -226,50 +230,49 @@ func typeBits(e *layerindex.Entry) uint32 {
 	return syscall.S_IFREG
 }
 
-// treeNode is a node of a tree: a file, directory, symlink, device or FIFO of a layer or
-// of an image's rootfs. There is one per entry looked up (a walk looks up every entry): its
-// fields are ordered to fit the 192-byte allocation class.
-type treeNode struct {
-	gofs.Inode
-	im          *image
-	t           tree
-	n           uint32
-	isLayerRoot bool   // layers/N itself, which has the layer's digests as xattrs
-	base        uint64 // inode number of the tree's root
-	path        string // in the mount, for messages: set on a tree's root only (see where)
-	layer       int    // the layer, for layers/N's root
+// treeRoot is a tree as it shows in the mount: rootfs/ of an image, or layers/N/.
+type treeRoot struct {
+	im      *image
+	t       tree
+	base    uint64 // inode number of the tree's root
+	dotdot  uint64 // inode number of the directory holding the root
+	path    string // of the root in the mount, for messages
+	layer   int    // the layer, for layers/N
+	isLayer bool   // layers/N, whose root has the layer's digests as xattrs
+	id      uint32 // the tree's number in rawFS's node IDs, once rawFS has taken it over
 }
 
-var (
-	_ gofs.NodeLookuper       = (*treeNode)(nil)
-	_ gofs.NodeReaddirer      = (*treeNode)(nil)
-	_ gofs.NodeOpendirHandler = (*treeNode)(nil)
-	_ gofs.NodeGetattrer      = (*treeNode)(nil)
-	_ gofs.NodeOpener         = (*treeNode)(nil)
-	_ gofs.NodeFlusher        = (*treeNode)(nil)
-	_ gofs.NodeReader         = (*treeNode)(nil)
-	_ gofs.NodeReadlinker     = (*treeNode)(nil)
-	_ gofs.NodeGetxattrer     = (*treeNode)(nil)
-	_ gofs.NodeListxattrer    = (*treeNode)(nil)
-)
+// tnode is a node of a tree: a file, directory, symlink, device or FIFO of a layer or of
+// an image's rootfs. The kernel knows every node it looked up by a node ID made of the
+// node's number and its tree's (see rawFS): the daemon keeps nothing per node.
+type tnode struct {
+	r *treeRoot
+	n uint32
+}
 
 // where is n's path in the mount, for messages.
-func (n *treeNode) where() string {
-	if n.path != "" {
-		return n.path
+func (n tnode) where() string {
+	if n.n == 0 {
+		return n.r.path
 	}
-	return n.Path(nil)
+	var parts []string
+	for m := n.n; m != 0; m = n.r.t.parent(m) {
+		parts = append(parts, n.r.t.name(m))
+	}
+	slices.Reverse(parts)
+	return n.r.path + "/" + strings.Join(parts, "/")
 }
 
-func (n *treeNode) inode() uint64 { return treeIno(n.base, n.t.inode(n.n)) }
+func (n tnode) inode() uint64 { return treeIno(n.r.base, n.r.t.inode(n.n)) }
 
-func (n *treeNode) attr(a *fuse.Attr) {
-	_, e := n.t.entry(n.n)
-	a.Nlink = n.t.nlink(n.n)
+func (n tnode) attr(a *fuse.Attr) {
+	_, e := n.r.t.entry(n.n)
+	a.Ino = n.inode()
+	a.Nlink = n.r.t.nlink(n.n)
 	a.Blksize = 4096
 	if e == nil {
 		a.Mode = syscall.S_IFDIR | 0o755
-		setTimes(a, n.im.createdTime())
+		setTimes(a, n.r.im.createdTime())
 		return
 	}
 	a.Mode = typeBits(e) | uint32(e.Mode)&0o7777
@@ -288,138 +291,70 @@ func (n *treeNode) attr(a *fuse.Attr) {
 	}
 }
 
-func (n *treeNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	n.attr(&out.Attr)
-	out.SetTimeout(n.im.fs.opts.ImageTimeout)
-	return 0
+func (n tnode) isDir() bool {
+	_, e := n.r.t.entry(n.n)
+	return typeBits(e) == syscall.S_IFDIR
 }
 
-func (n *treeNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	c, ok := n.t.lookup(n.n, name)
+// lookup finds n's child called name: the node whose inode it shows (a hard link shows
+// its target's).
+func (n tnode) lookup(name string) (tnode, bool) {
+	c, ok := n.r.t.lookup(n.n, name)
 	if !ok {
-		return nil, syscall.ENOENT
+		return tnode{}, false
 	}
-	layer, e := n.t.entry(c)
+	cn := tnode{n.r, n.r.t.inode(c)}
+	cn.openLayer()
+	return cn, true
+}
+
+// openLayer opens the layer of a file with data as it is looked up, so that a file looked
+// up (and so any file opened) before its image is removed reads on. A failure shows when
+// the file is read.
+func (n tnode) openLayer() {
+	layer, e := n.r.t.entry(n.n)
 	if e != nil && e.Size > 0 && typeBits(e) == syscall.S_IFREG {
-		// Open the layer now, so that a file looked up (and so any file opened) before its
-		// image is removed reads on. A failure shows when the file is read.
-		n.im.fs.reader(n.t.index(layer))
+		n.r.im.fs.reader(n.r.t.index(layer))
 	}
-	child := &treeNode{im: n.im, t: n.t, n: c, base: n.base}
-	child.attr(&out.Attr)
-	setTimeouts(out, n.im.fs.opts.ImageTimeout)
-	return n.NewInode(ctx, child, gofs.StableAttr{Mode: typeBits(e), Ino: child.inode()}), 0
 }
 
-// OpendirHandle opens a directory for reading: its entries come straight from the tree as
-// the kernel asks for them, and the kernel keeps them (FOPEN_CACHE_DIR): what is inside an
-// image never changes, so a directory listed once is listed again without a round trip.
-func (n *treeNode) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	return &treeDir{n: n}, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
-}
-
-// Readdir serves the directories go-fuse lists without opening them first.
-func (n *treeNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
-	return &treeDir{n: n}, 0
-}
-
-// treeDir is an open directory of a tree: a position in ".", "..", then its children.
-// Entry i has offset i+1 (where the next read starts).
-type treeDir struct {
-	n  *treeNode
-	i  int
-	de fuse.DirEntry // the last entry returned, reused: go-fuse copies it
-}
-
-var (
-	_ gofs.DirStream        = (*treeDir)(nil)
-	_ gofs.FileReaddirenter = (*treeDir)(nil)
-	_ gofs.FileSeekdirer    = (*treeDir)(nil)
-	_ gofs.FileReleasedirer = (*treeDir)(nil)
-)
-
-func (d *treeDir) HasNext() bool {
-	if d.i < 2 {
-		return true
+// dirent is n's i-th directory entry: ".", "..", then its children in name order, and the
+// node of a child (n itself for "." and "..").
+func (n tnode) dirent(i int) (fuse.DirEntry, tnode, bool) {
+	switch i {
+	case 0:
+		return fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: n.inode()}, n, true
+	case 1:
+		ino := n.r.dotdot
+		if n.n != 0 {
+			ino = tnode{n.r, n.r.t.parent(n.n)}.inode()
+		}
+		return fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: ino}, n, true
 	}
-	_, ok := d.n.t.child(d.n.n, d.i-2)
-	return ok
-}
-
-func (d *treeDir) Next() (fuse.DirEntry, syscall.Errno) {
-	de, errno := d.Readdirent(context.Background())
-	if de == nil {
-		return fuse.DirEntry{}, syscall.ENOENT
-	}
-	return *de, errno
-}
-
-// Readdirent returns "." and ".." (positions 0 and 1), then the children in name order.
-func (d *treeDir) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
-	if d.i < 2 {
-		d.i++
-		d.de = dotEntry(&d.n.Inode, d.i-1, d.n.inode())
-		d.de.Off = uint64(d.i)
-		return &d.de, 0
-	}
-	c, ok := d.n.t.child(d.n.n, d.i-2)
+	c, ok := n.r.t.child(n.n, i-2)
 	if !ok {
-		return nil, 0
+		return fuse.DirEntry{}, tnode{}, false
 	}
-	d.i++
-	t := d.n.t
-	_, e := t.entry(c)
-	d.de = fuse.DirEntry{Name: t.name(c), Mode: typeBits(e), Ino: treeIno(d.n.base, t.inode(c)), Off: uint64(d.i)}
-	return &d.de, 0
+	_, e := n.r.t.entry(c)
+	return fuse.DirEntry{Name: n.r.t.name(c), Mode: typeBits(e), Ino: treeIno(n.r.base, n.r.t.inode(c)), Off: uint64(i + 1)},
+		tnode{n.r, n.r.t.inode(c)}, true
 }
 
-func (d *treeDir) Seekdir(ctx context.Context, off uint64) syscall.Errno {
-	if off > math.MaxInt32 {
-		return syscall.EINVAL
-	}
-	if _, ok := d.n.t.child(d.n.n, int(off)-3); off > 2 && !ok {
-		return syscall.EINVAL
-	}
-	d.i = int(off)
-	return 0
-}
-
-func (d *treeDir) Releasedir(ctx context.Context, releaseFlags uint32) {}
-func (d *treeDir) Close()                                              {}
-
-func (n *treeNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
-	_, e := n.t.entry(n.n)
+func (n tnode) readlink() ([]byte, syscall.Errno) {
+	_, e := n.r.t.entry(n.n)
 	if e == nil || e.Type != tar.TypeSymlink {
 		return nil, syscall.EINVAL
 	}
 	return []byte(e.Linkname), 0
 }
 
-// Open answers ENOSYS: the kernel then opens every file of the mount without asking (the
-// "no open" mode of FUSE, with the page cache kept across opens as FOPEN_KEEP_CACHE
-// would), so a file read costs no OPEN nor RELEASE round trip. Nothing is lost: a file
-// has no per-open state, and its layer was opened when the file was looked up, which every
-// open follows. Writing is refused by the kernel already (the mount is read-only).
-func (n *treeNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC) != 0 {
-		return nil, 0, syscall.EROFS
-	}
-	return nil, 0, syscall.ENOSYS
-}
-
-// Flush answers ENOSYS: the kernel then sends no FLUSH on close for the rest of the mount.
-// There is nothing to flush on a read-only filesystem.
-func (n *treeNode) Flush(ctx context.Context, f gofs.FileHandle) syscall.Errno {
-	return syscall.ENOSYS
-}
-
-func (n *treeNode) Read(ctx context.Context, f gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	layer, e := n.t.entry(n.n)
+func (n tnode) read(dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	layer, e := n.r.t.entry(n.n)
 	if e == nil || off >= e.Size {
 		return fuse.ReadResultData(nil), 0
 	}
 	want := min(int64(len(dest)), e.Size-off)
-	r, err := n.im.fs.reader(n.t.index(layer))
+	r, err := n.r.im.fs.reader(n.r.t.index(layer))
 	if err != nil {
 		n.readError(layer, err)
 		return nil, syscall.EIO
@@ -432,33 +367,35 @@ func (n *treeNode) Read(ctx context.Context, f gofs.FileHandle, dest []byte, off
 	return fuse.ReadResultData(dest[:got]), 0
 }
 
-func (n *treeNode) readError(layer int, err error) {
+func (n tnode) readError(layer int, err error) {
+	im := n.r.im
 	var d digest.Digest
-	if layer >= 0 && layer < len(n.im.img.Manifest.Layers) {
-		d = n.im.img.Manifest.Layers[layer].Digest
+	if layer >= 0 && layer < len(im.img.Manifest.Layers) {
+		d = im.img.Manifest.Layers[layer].Digest
 	}
-	n.im.fs.readFailed(d, "read failed", "image", n.im.label, "path", n.where(), "err", err)
+	im.fs.readFailed(d, "read failed", "image", im.label, "path", n.where(), "err", err)
 }
 
 // xattrs are n's extended attributes: the entry's, and on layers/N the layer's digests.
-func (n *treeNode) xattrs() []layerindex.Record {
-	_, e := n.t.entry(n.n)
+func (n tnode) xattrs() []layerindex.Record {
+	_, e := n.r.t.entry(n.n)
 	var out []layerindex.Record
 	if e != nil {
 		out = e.Xattrs()
 	}
-	if n.isLayerRoot {
-		d := n.im.img.Manifest.Layers[n.layer]
+	if n.n == 0 && n.r.isLayer {
+		im := n.r.im
+		d := im.img.Manifest.Layers[n.r.layer]
 		out = append(out, layerindex.Record{Key: "user.imgfs.digest", Value: d.Digest.String()},
 			layerindex.Record{Key: "user.imgfs.mediatype", Value: d.MediaType})
-		if ix, err := n.im.layerIndex(n.layer); err == nil {
+		if ix, err := im.layerIndex(n.r.layer); err == nil {
 			out = append(out, layerindex.Record{Key: "user.imgfs.diffid", Value: ix.DiffID.String()})
 		}
 	}
 	return out
 }
 
-func (n *treeNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+func (n tnode) getxattr(attr string, dest []byte) (uint32, syscall.Errno) {
 	for _, r := range n.xattrs() {
 		if r.Key == attr {
 			if len(dest) < len(r.Value) {
@@ -470,7 +407,7 @@ func (n *treeNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint
 	return 0, syscall.ENODATA
 }
 
-func (n *treeNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+func (n tnode) listxattr(dest []byte) (uint32, syscall.Errno) {
 	var b []byte
 	for _, r := range n.xattrs() {
 		b = append(append(b, r.Key...), 0)
@@ -479,4 +416,122 @@ func (n *treeNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.
 		return uint32(len(b)), syscall.ERANGE
 	}
 	return uint32(copy(dest, b)), 0
+}
+
+// openFlags answers an open of n: ENOSYS, so that the kernel opens every file of the mount
+// without asking (the "no open" mode of FUSE, with the page cache kept across opens as
+// FOPEN_KEEP_CACHE would), and a file read costs no OPEN nor RELEASE round trip. Nothing
+// is lost: a file has no per-open state, and its layer was opened when the file was looked
+// up, which every open follows. Writing is refused by the kernel already (the mount is
+// read-only).
+func openFlags(flags uint32) syscall.Errno {
+	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC) != 0 {
+		return syscall.EROFS
+	}
+	return syscall.ENOSYS
+}
+
+// treeNode is the root of a tree as go-fuse's node API shows it, only until rawFS takes
+// the tree over (in the reply to the LOOKUP that made it): from then on the kernel knows
+// the root, and every node below it, by rawFS's node IDs. It serves the whole tree through
+// the node API when the filesystem is mounted without rawFS.
+type treeNode struct {
+	gofs.Inode
+	node tnode
+}
+
+var (
+	_ gofs.NodeLookuper       = (*treeNode)(nil)
+	_ gofs.NodeOpendirHandler = (*treeNode)(nil)
+	_ gofs.NodeGetattrer      = (*treeNode)(nil)
+	_ gofs.NodeOpener         = (*treeNode)(nil)
+	_ gofs.NodeFlusher        = (*treeNode)(nil)
+	_ gofs.NodeReader         = (*treeNode)(nil)
+	_ gofs.NodeReadlinker     = (*treeNode)(nil)
+	_ gofs.NodeGetxattrer     = (*treeNode)(nil)
+	_ gofs.NodeListxattrer    = (*treeNode)(nil)
+)
+
+func (n *treeNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	n.node.attr(&out.Attr)
+	out.SetTimeout(n.node.r.im.fs.opts.ImageTimeout)
+	return 0
+}
+
+func (n *treeNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	c, ok := n.node.lookup(name)
+	if !ok {
+		return nil, syscall.ENOENT
+	}
+	c.attr(&out.Attr)
+	setTimeouts(out, c.r.im.fs.opts.ImageTimeout)
+	return n.NewInode(ctx, &treeNode{node: c}, gofs.StableAttr{Mode: out.Attr.Mode & syscall.S_IFMT, Ino: c.inode()}), 0
+}
+
+// OpendirHandle opens a directory for reading: its entries come straight from the tree as
+// the kernel asks for them, and the kernel keeps them (FOPEN_CACHE_DIR): what is inside an
+// image never changes, so a directory listed once is listed again without a round trip.
+func (n *treeNode) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	return &treeDir{n: n.node}, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
+}
+
+// treeDir is an open directory of a tree: a position in its entries (tnode.dirent).
+type treeDir struct {
+	n  tnode
+	i  int
+	de fuse.DirEntry // the last entry returned, reused: go-fuse copies it
+}
+
+var (
+	_ gofs.FileReaddirenter = (*treeDir)(nil)
+	_ gofs.FileSeekdirer    = (*treeDir)(nil)
+	_ gofs.FileReleasedirer = (*treeDir)(nil)
+)
+
+func (d *treeDir) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	de, _, ok := d.n.dirent(d.i)
+	if !ok {
+		return nil, 0
+	}
+	d.i++
+	d.de = de
+	d.de.Off = uint64(d.i)
+	return &d.de, 0
+}
+
+func (d *treeDir) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	if off > math.MaxInt32 {
+		return syscall.EINVAL
+	}
+	if _, _, ok := d.n.dirent(int(off) - 1); off > 2 && !ok {
+		return syscall.EINVAL
+	}
+	d.i = int(off)
+	return 0
+}
+
+func (d *treeDir) Releasedir(ctx context.Context, releaseFlags uint32) {}
+
+func (n *treeNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) { return n.node.readlink() }
+
+func (n *treeNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	return nil, 0, openFlags(flags)
+}
+
+// Flush answers ENOSYS: the kernel then sends no FLUSH on close for the rest of the mount.
+// There is nothing to flush on a read-only filesystem.
+func (n *treeNode) Flush(ctx context.Context, f gofs.FileHandle) syscall.Errno {
+	return syscall.ENOSYS
+}
+
+func (n *treeNode) Read(ctx context.Context, f gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	return n.node.read(dest, off)
+}
+
+func (n *treeNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	return n.node.getxattr(attr, dest)
+}
+
+func (n *treeNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	return n.node.listxattr(dest)
 }

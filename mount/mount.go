@@ -36,6 +36,9 @@ type Options struct {
 	Debug bool
 	// Go is the go-fuse options of the tree (timeouts, root attributes); nil for defaults.
 	Go *gofs.Options
+	// Raw, if set, gives the filesystem to serve from go-fuse's node API over the root
+	// (gofs.NewNodeFS), which it may serve below.
+	Raw func(fuse.RawFileSystem) fuse.RawFileSystem
 }
 
 // Server is a mounted imgfs.
@@ -104,7 +107,16 @@ func Mount(dir string, root gofs.InodeEmbedder, opts Options) (*Server, error) {
 	// the process and leave a dead mount behind.
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	srv, err := gofs.Mount(dir, root, &o)
+	var raw fuse.RawFileSystem = gofs.NewNodeFS(root, &o)
+	if opts.Raw != nil {
+		raw = opts.Raw(raw)
+	}
+	srv, err := fuse.NewServer(raw, dir, &o.MountOptions)
+	if err == nil {
+		go srv.Serve()
+		// On failure the serve loop ends by itself: there is no mount to read from.
+		err = srv.WaitMount()
+	}
 	if err != nil {
 		signal.Stop(sigs)
 		return nil, fmt.Errorf("mounting %s: %w", dir, err)

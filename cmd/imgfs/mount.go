@@ -105,6 +105,7 @@ func serve(cmd *cobra.Command, g *globals, dir string, opts mount.Options) error
 	f := fsys.New(s, fsys.Options{Logger: logger, AllowOther: opts.AllowOther})
 	defer f.Close()
 	opts.Go = f.MountOptions()
+	opts.Raw = f.Raw
 	srv, err := mount.Mount(dir, f.Root(), opts)
 	if err != nil {
 		return err
