@@ -45,20 +45,24 @@ type rawTree struct {
 	ix    *layerindex.Index
 	layer int
 	nodes []rawNode
+	kids  []uint32 // the children of every directory, each directory's sorted by name
 }
 
+// rawNode is 40 bytes.
 type rawNode struct {
-	name     string
-	entry    int32  // index in ix.Entries; -1: a made-up directory
-	link     uint32 // the node whose inode and data this one has: itself, or a hard link's target
-	nlink    uint32 // of the inode, for non-directories; of the directory, for directories
-	parent   uint32
-	children []uint32 // sorted by name
+	name   string
+	entry  int32  // index in ix.Entries; -1: a made-up directory
+	link   uint32 // the node whose inode and data this one has: itself, or a hard link's target
+	nlink  uint32 // of the inode, for non-directories; of the directory, for directories
+	parent uint32
+	kids   uint32 // the node's children: kids[kids:kids+nkids]
+	nkids  uint32
 }
 
 func newRawTree(ix *layerindex.Index, layer int) *rawTree {
-	t := &rawTree{ix: ix, layer: layer, nodes: []rawNode{{entry: -1}}}
-	kids := []map[string]uint32{nil}
+	t := &rawTree{ix: ix, layer: layer, nodes: make([]rawNode, 1, len(ix.Entries)+1)}
+	t.nodes[0].entry = -1
+	kids := make([]map[string]uint32, 1, len(ix.Entries)+1)
 	isDir := func(n uint32) bool {
 		e := t.nodes[n].entry
 		return e < 0 || ix.Entries[e].Type == tar.TypeDir
@@ -89,32 +93,43 @@ func newRawTree(ix *layerindex.Index, layer int) *rawTree {
 			continue
 		}
 		dir := uint32(0)
-		parts := strings.Split(p, "/")
-		for _, c := range parts[:len(parts)-1] {
-			d, existed := child(dir, c, true)
+		for {
+			k := strings.IndexByte(p, '/')
+			if k < 0 {
+				break
+			}
+			d, existed := child(dir, p[:k], true)
 			if existed && !isDir(d) {
 				t.nodes[d].entry = -1 // a file where a directory must be: the directory wins
 			}
-			dir = d
+			dir, p = d, p[k+1:]
 		}
-		n, _ := child(dir, parts[len(parts)-1], true)
+		n, _ := child(dir, p, true)
 		t.nodes[n].entry = int32(i)
 		if e.Type != tar.TypeDir {
 			kids[n] = nil
 		}
 	}
-	// Children in name order.
+	// Children in name order, every directory's in one slice.
+	total := 0
+	for _, m := range kids {
+		total += len(m)
+	}
+	t.kids = make([]uint32, 0, total)
 	for n, m := range kids {
 		if len(m) == 0 {
 			continue
 		}
-		cs := make([]uint32, 0, len(m))
+		start := len(t.kids)
 		for _, c := range m {
-			cs = append(cs, c)
+			t.kids = append(t.kids, c)
 		}
+		cs := t.kids[start:]
 		slices.SortFunc(cs, func(a, b uint32) int { return strings.Compare(t.nodes[a].name, t.nodes[b].name) })
-		t.nodes[n].children = cs
+		t.nodes[n].kids, t.nodes[n].nkids = uint32(start), uint32(len(cs))
+		kids[n] = nil
 	}
+	kids = nil
 	// Hard links: to the node the link names, if it is in this layer and not a directory.
 	resolve := func(name string) (uint32, bool) {
 		n := uint32(0)
@@ -146,30 +161,40 @@ func newRawTree(ix *layerindex.Index, layer int) *rawTree {
 			t.nodes[n].link = cur
 		}
 	}
-	links := make(map[uint32]uint32)
+	// Link counts: of each inode (in its nlink until every node has been counted), then
+	// of each node.
 	for n := range t.nodes {
 		if !isDir(uint32(n)) {
-			links[t.nodes[n].link]++
+			t.nodes[t.nodes[n].link].nlink++
 		}
 	}
 	for n := range t.nodes {
+		nd := &t.nodes[n]
 		if isDir(uint32(n)) {
 			sub := uint32(0)
-			for _, c := range t.nodes[n].children {
+			for _, c := range t.children(uint32(n)) {
 				if isDir(c) {
 					sub++
 				}
 			}
-			t.nodes[n].nlink = 2 + sub
-		} else {
-			t.nodes[n].nlink = links[t.nodes[n].link]
+			nd.nlink = 2 + sub
+		}
+	}
+	for n := range t.nodes {
+		if nd := &t.nodes[n]; !isDir(uint32(n)) && nd.link != uint32(n) {
+			nd.nlink = t.nodes[nd.link].nlink
 		}
 	}
 	return t
 }
 
+func (t *rawTree) children(dir uint32) []uint32 {
+	d := &t.nodes[dir]
+	return t.kids[d.kids : d.kids+d.nkids : d.kids+d.nkids]
+}
+
 func (t *rawTree) lookup(dir uint32, name string) (uint32, bool) {
-	cs := t.nodes[dir].children
+	cs := t.children(dir)
 	i, ok := slices.BinarySearchFunc(cs, name, func(c uint32, name string) int {
 		return strings.Compare(t.nodes[c].name, name)
 	})
@@ -180,7 +205,7 @@ func (t *rawTree) lookup(dir uint32, name string) (uint32, bool) {
 }
 
 func (t *rawTree) child(dir uint32, i int) (uint32, bool) {
-	cs := t.nodes[dir].children
+	cs := t.children(dir)
 	if i < 0 || i >= len(cs) {
 		return 0, false
 	}
