@@ -90,14 +90,7 @@ func TestTagParallel(t *testing.T) {
 		}
 	}
 
-	imgs, err := s.Images()
-	if err != nil {
-		t.Fatal(err)
-	}
-	have := map[string]bool{}
-	for _, img := range imgs {
-		have[img.Name.String()] = true
-	}
+	have := imageNames(t, s)
 	for _, p := range prefixes {
 		for i := range namesPerTagger {
 			if n := fmt.Sprintf("docker.io/library/%s:%d", p, i); !have[n] {
@@ -170,14 +163,7 @@ func TestImportWhileImgfsDeleted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	imgs, err := s.Images()
-	if err != nil {
-		t.Fatal(err)
-	}
-	have := map[string]bool{}
-	for _, img := range imgs {
-		have[img.Name.String()] = true
-	}
+	have := imageNames(t, s)
 	lost := 0
 	for _, n := range landed {
 		if !have[n] {
@@ -187,4 +173,18 @@ func TestImportWhileImgfsDeleted(t *testing.T) {
 	if lost > 0 {
 		t.Errorf("%d of %d names lost", lost, len(landed))
 	}
+}
+
+// imageNames is the set of names the store has.
+func imageNames(t *testing.T, s *Store) map[string]bool {
+	t.Helper()
+	imgs, err := s.Images()
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	for _, img := range imgs {
+		have[img.Name.String()] = true
+	}
+	return have
 }

@@ -140,21 +140,11 @@ func (s *Store) lockDir(dir, fallback string, how int) (func(), error) {
 		return s.flock(fallback, how)
 	}
 	p := s.path(dir)
-	f, err := os.Open(p)
-	if errors.Is(err, os.ErrNotExist) && dir != "" {
-		if err = os.MkdirAll(p, 0o755); err == nil {
-			f, err = os.Open(p)
-		}
+	mkdir := ""
+	if dir != "" {
+		mkdir = p
 	}
-	if err != nil {
-		return nil, fmt.Errorf("store: lock: %w", err)
-	}
-	if err := flockFile(f, how); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("store: lock %s: %w", p, err)
-	}
-	// Closing the directory releases the lock.
-	return func() { f.Close() }, nil
+	return lockFile(p, mkdir, func() (*os.File, error) { return os.Open(p) }, how)
 }
 
 // canLockDirs reports whether the store's filesystem takes exclusive flocks on
@@ -190,10 +180,17 @@ func flockFile(f *os.File, how int) error {
 // the function that releases it: the locks where directories cannot be locked.
 func (s *Store) flock(name string, how int) (func(), error) {
 	p := s.path(".imgfs", name)
-	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o644)
-	if errors.Is(err, os.ErrNotExist) {
-		if err = os.MkdirAll(filepath.Dir(p), 0o755); err == nil {
-			f, err = os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o644)
+	return lockFile(p, filepath.Dir(p), func() (*os.File, error) { return os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o644) }, how)
+}
+
+// lockFile flocks the file or directory p as open opens it, making the directory mkdir
+// first when p is missing ("": never), and returns the function that releases the lock:
+// closing p.
+func lockFile(p, mkdir string, open func() (*os.File, error), how int) (func(), error) {
+	f, err := open()
+	if errors.Is(err, os.ErrNotExist) && mkdir != "" {
+		if err = os.MkdirAll(mkdir, 0o755); err == nil {
+			f, err = open()
 		}
 	}
 	if err != nil {
@@ -203,7 +200,6 @@ func (s *Store) flock(name string, how int) (func(), error) {
 		f.Close()
 		return nil, fmt.Errorf("store: lock %s: %w", p, err)
 	}
-	// Closing the file releases the lock.
 	return func() { f.Close() }, nil
 }
 
