@@ -98,8 +98,8 @@ func TestTagParallel(t *testing.T) {
 			}
 		}
 	}
-	if want := len(prefixes) * namesPerTagger; len(imgs) != want {
-		t.Errorf("%d images, want %d", len(imgs), want)
+	if want := len(prefixes) * namesPerTagger; len(have) != want {
+		t.Errorf("%d images, want %d", len(have), want)
 	}
 	assertTmpEmpty(t, s)
 }
