@@ -166,8 +166,6 @@ const (
 	trailerSize = 2 * blockSize
 	// chunkSize is the read size of WriteTo: large, so that layer readers read ahead.
 	chunkSize = 1 << 20
-	// maxConfigSize bounds the image configs read (as the store's import does).
-	maxConfigSize = 4 * store.MaxManifestSize
 )
 
 // image is one image of the archive: every name it is saved under and what docker writes
@@ -261,7 +259,7 @@ func tagOf(n reference.Named) (reference.NamedTagged, bool) {
 // load reads the image's config and layer indexes and makes its documents.
 func (im *image) load(s *store.Store) error {
 	var err error
-	if im.config, err = s.ReadBlob(im.id, maxConfigSize); err != nil {
+	if im.config, err = s.ReadBlob(im.id, store.MaxConfigSize); err != nil {
 		return err
 	}
 	var cfg imageJSON

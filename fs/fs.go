@@ -29,15 +29,10 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
-// DefaultCacheSize bounds the decoded spans a mount keeps: four spans of the default size.
-// Sequential reads (cp -a, tar, an image's files read whole) need the span being read and
-// the one decoded ahead of it; the kernel's page cache keeps what was read. A bigger cache
-// mostly costs memory (a walk of a whole image decodes every span once either way).
-const DefaultCacheSize = 16 << 20
-
 // Options configure an FS. Zero values mean the defaults.
 type Options struct {
-	// CacheSize bounds the decoded spans kept for the whole mount (DefaultCacheSize).
+	// CacheSize bounds the decoded spans kept for the whole mount
+	// (layerindex.DefaultCacheSize).
 	CacheSize int64
 	// NameTimeout is how long the kernel may cache the directories above the images
 	// (1 s); RefreshInterval is how often index.json is checked for changes at most
@@ -124,7 +119,7 @@ func New(s *store.Store, opts Options) *FS {
 		opts.Logger = slog.Default()
 	}
 	if opts.CacheSize <= 0 {
-		opts.CacheSize = DefaultCacheSize
+		opts.CacheSize = layerindex.DefaultCacheSize
 	}
 	return &FS{
 		store:  s,

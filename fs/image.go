@@ -2,7 +2,6 @@ package fs
 
 import (
 	"context"
-	"encoding/json"
 	"strconv"
 	"sync"
 	"syscall"
@@ -13,11 +12,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/imgfs/imgfs/layerindex"
 	"github.com/imgfs/imgfs/store"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
-
-// maxConfigSize bounds the image configs read (they carry the history, rarely over 100 KB).
-const maxConfigSize = 32 << 20
 
 // image is the state of one image (by manifest digest) that every directory showing it
 // shares: its blobs, layer trees and rootfs, made on first use and kept (images never
@@ -58,14 +53,12 @@ func (im *image) meta() error {
 	if err != nil {
 		return err
 	}
-	c, err := im.fs.store.ReadBlob(im.img.Manifest.Config.Digest, maxConfigSize)
-	if err != nil {
+	// A config that does not parse is still served as it is.
+	c, cfg, err := im.fs.store.ReadConfig(im.img.Manifest.Config.Digest)
+	if c == nil {
 		return err
 	}
-	var cfg ocispec.Image
-	if json.Unmarshal(c, &cfg) == nil && cfg.Created != nil {
-		im.created = *cfg.Created
-	}
+	im.created = store.Created(cfg)
 	im.manifest, im.config = m, c
 	return nil
 }

@@ -3,7 +3,6 @@ package layerindex
 import (
 	"archive/tar"
 	"bufio"
-	"bytes"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -63,7 +62,7 @@ func Build(blob io.Reader, opts BuildOptions) (*Index, error) {
 	br := bufio.NewReaderSize(raw, 64<<10)
 	ix := &Index{MediaType: opts.MediaType, SpanSize: span}
 	magic, _ := br.Peek(4)
-	ix.Compression = detect(magic)
+	ix.Compression = Detect(magic)
 
 	// Everything decoded passes through sums: the diffID, and a CRC-32C of each span so that
 	// a read can check the bytes it decoded later.
@@ -124,17 +123,6 @@ func Build(blob io.Reader, opts BuildOptions) (*Index, error) {
 		return fail(fmt.Errorf("digest mismatch: the blob's %d bytes hash to %s", raw.n, ix.BlobDigest))
 	}
 	return ix, nil
-}
-
-func detect(magic []byte) Compression {
-	switch {
-	case bytes.HasPrefix(magic, []byte{0x1f, 0x8b}):
-		return Gzip
-	case len(magic) == 4 && (bytes.Equal(magic, []byte{0x28, 0xb5, 0x2f, 0xfd}) ||
-		magic[0]&0xf0 == 0x50 && bytes.Equal(magic[1:], []byte{0x2a, 0x4d, 0x18})):
-		return Zstd
-	}
-	return Uncompressed
 }
 
 // readTOC reads every tar header from r, whose count of bytes read is where each entry's

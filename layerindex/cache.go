@@ -9,10 +9,10 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
-// DefaultCacheSize bounds the decoded spans a Cache keeps: a few spans. More only lets the
-// decoders run further ahead of a sequential reader, which measured slower: imgfs save of
-// a 373 MiB export took 0.79 s at 16 MiB and 0.97 s at 64 MiB, and reads through a mount
-// were slower at 24 to 48 MiB than at 16.
+// DefaultCacheSize bounds the decoded spans a Cache keeps: four spans of the default size.
+// A sequential reader needs the span it reads and those decoded ahead of it, and the
+// kernel's page cache keeps what a mount's readers read; more room only lets the decoders
+// run further ahead, pushing out spans before the reader gets to them.
 const DefaultCacheSize = 16 << 20
 
 // Cache keeps recently decoded spans of any number of layers, least recently used first

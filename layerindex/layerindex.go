@@ -13,6 +13,7 @@
 package layerindex
 
 import (
+	"bytes"
 	"fmt"
 	"time"
 
@@ -37,6 +38,20 @@ const (
 	Gzip
 	Zstd
 )
+
+// Detect tells a blob's compression by its first bytes (4 are enough): gzip's magic, a
+// zstd frame's or a skippable frame's; anything else is taken for a plain tar. Media
+// types are not trusted for this: they are often wrong or generic.
+func Detect(magic []byte) Compression {
+	switch {
+	case bytes.HasPrefix(magic, []byte{0x1f, 0x8b}):
+		return Gzip
+	case len(magic) >= 4 && (bytes.Equal(magic[:4], []byte{0x28, 0xb5, 0x2f, 0xfd}) ||
+		magic[0]&0xf0 == 0x50 && bytes.Equal(magic[1:4], []byte{0x2a, 0x4d, 0x18})):
+		return Zstd
+	}
+	return Uncompressed
+}
 
 func (c Compression) String() string {
 	switch c {

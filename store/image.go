@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
@@ -27,6 +28,33 @@ var minIDPrefix = 12
 
 // MaxManifestSize bounds the manifests and indexes read, as registries do (4 MiB).
 const MaxManifestSize = 4 << 20
+
+// MaxConfigSize bounds the image configs read: they hold the history and the environment,
+// rarely more than a few KB, and a long history makes them big.
+const MaxConfigSize = 4 * MaxManifestSize
+
+// ReadConfig reads and verifies the image config blob d, returning its bytes as stored and
+// their parse. Bytes that do not parse as an image config come back with the parse error.
+func (s *Store) ReadConfig(d digest.Digest) ([]byte, *ocispec.Image, error) {
+	data, err := s.ReadBlob(d, MaxConfigSize)
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg := new(ocispec.Image)
+	if err := json.Unmarshal(data, cfg); err != nil {
+		return data, nil, fmt.Errorf("store: config %s: %w", d, err)
+	}
+	return data, cfg, nil
+}
+
+// Created is when an image config says the image was made: zero when it does not say (or
+// there is no config).
+func Created(cfg *ocispec.Image) time.Time {
+	if cfg == nil || cfg.Created == nil {
+		return time.Time{}
+	}
+	return *cfg.Created
+}
 
 // Image is one image index.json names.
 type Image struct {

@@ -240,7 +240,7 @@ func (im *importer) readArchive(r io.Reader) error {
 	magic, _ := br.Peek(4)
 	var in io.Reader = br
 	compressed := ""
-	switch layerindexDetect(magic) {
+	switch layerindex.Detect(magic) {
 	case layerindex.Gzip:
 		zr, err := gzip.NewReader(br)
 		if err != nil {
@@ -330,22 +330,10 @@ func (im *importer) readArchive(r io.Reader) error {
 	}
 }
 
-// layerindexDetect tells compressed streams by their magic, as layerindex does.
-func layerindexDetect(magic []byte) layerindex.Compression {
-	switch {
-	case bytes.HasPrefix(magic, []byte{0x1f, 0x8b}):
-		return layerindex.Gzip
-	case len(magic) >= 4 && (bytes.Equal(magic[:4], []byte{0x28, 0xb5, 0x2f, 0xfd}) ||
-		magic[0]&0xf0 == 0x50 && bytes.Equal(magic[1:4], []byte{0x2a, 0x4d, 0x18})):
-		return layerindex.Zstd
-	}
-	return layerindex.Uncompressed
-}
-
 // sniffLayer reports whether a blob's first bytes look like a layer: compressed, or a tar
 // header, or the zero block an empty tar starts with.
 func sniffLayer(head []byte, size int64) bool {
-	if layerindexDetect(head) != layerindex.Uncompressed {
+	if layerindex.Detect(head) != layerindex.Uncompressed {
 		return true
 	}
 	if len(head) < 512 {

@@ -21,9 +21,6 @@ type dockerImage struct {
 	Layers   []string
 }
 
-// maxConfigSize bounds the image configs read (a long history makes them big).
-const maxConfigSize = 4 * MaxManifestSize
-
 // planDocker checks the images a docker save's manifest.json lists and writes an OCI image
 // manifest for each. Docker 25's index.json is not relied on: 25.0.0 writes
 // "manifests": null.
@@ -94,7 +91,7 @@ type imageConfig struct {
 }
 
 func (im *importer) readConfig(d digest.Digest, label string) (*imageConfig, error) {
-	data, err := im.readBlob(d, maxConfigSize)
+	data, err := im.readBlob(d, MaxConfigSize)
 	if err != nil {
 		return nil, wrapf(err, "config %s: ", label)
 	}

@@ -252,10 +252,10 @@ func (im *importer) configDiffIDs(config ocispec.Descriptor, st *stored) ([]dige
 		}
 		return cfg.RootFS.DiffIDs, nil
 	}
-	if st.desc.Size > maxConfigSize {
+	if st.desc.Size > MaxConfigSize {
 		return nil, nil
 	}
-	data, err := im.readBlob(config.Digest, maxConfigSize)
+	data, err := im.readBlob(config.Digest, MaxConfigSize)
 	if err != nil {
 		return nil, wrapf(err, "config %s: ", config.Digest)
 	}

@@ -1,44 +1,16 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/imgfs/imgfs/layerindex"
 	"github.com/imgfs/imgfs/store"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
-
-// maxConfigSize bounds the image configs read: they hold the history and environment,
-// rarely more than a few KB, never near this.
-const maxConfigSize = 16 << 20
-
-// readConfig reads and verifies an image's config blob, returning its bytes as stored and
-// their parse.
-func readConfig(s *store.Store, img store.Image) ([]byte, *ocispec.Image, error) {
-	data, err := s.ReadBlob(img.ID, maxConfigSize)
-	if err != nil {
-		return nil, nil, err
-	}
-	cfg := new(ocispec.Image)
-	if err := json.Unmarshal(data, cfg); err != nil {
-		return data, nil, err
-	}
-	return data, cfg, nil
-}
-
-// created is when the config says the image was made; zero if it does not say.
-func created(cfg *ocispec.Image) time.Time {
-	if cfg == nil || cfg.Created == nil {
-		return time.Time{}
-	}
-	return *cfg.Created
-}
 
 // Layer index states, as inspect reports them.
 const (

@@ -83,7 +83,7 @@ first use). Inspecting never reads a layer.`,
 }
 
 func inspect(s *store.Store, img store.Image) (*inspectOut, error) {
-	raw, cfg, err := readConfig(s, img)
+	raw, cfg, err := s.ReadConfig(img.ID)
 	if err != nil {
 		return nil, fmt.Errorf("image %s: config: %w", img.ID, err)
 	}
@@ -93,7 +93,7 @@ func inspect(s *store.Store, img store.Image) (*inspectOut, error) {
 		Digest:      img.Descriptor.Digest,
 		MediaType:   img.Descriptor.MediaType,
 		Platform:    cfg.Platform,
-		Created:     created(cfg),
+		Created:     store.Created(cfg),
 		Annotations: img.Manifest.Annotations,
 		Config:      raw,
 	}

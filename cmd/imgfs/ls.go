@@ -118,8 +118,8 @@ func lsRows(s *store.Store, imgs []store.Image, filter reference.Named) []lsRow 
 		}
 		c, ok := createdOf[img.ID]
 		if !ok {
-			_, cfg, _ := readConfig(s, img) // an unreadable config shows as N/A
-			c = created(cfg)
+			_, cfg, _ := s.ReadConfig(img.ID) // an unreadable config shows as N/A
+			c = store.Created(cfg)
 			createdOf[img.ID] = c
 		}
 		r.Created = c
