@@ -12,13 +12,13 @@ import (
 // logName is the daemon's log in the directory chosen for it.
 const logName = "mount.log"
 
-// OpenLog opens the daemon's log for appending (and reading back): .imgfs/mount.log in
-// the store, or, when that cannot be written (a read-only store, another user's), mount.log
-// in a private directory of ours (see privateDir). The daemon may run as root: its log is
-// only ever opened in a directory that no one else can write to, and never through a
-// symlink, or someone else could choose the file it appends to.
-func OpenLog(storeDir string) (*os.File, error) {
-	dir := filepath.Join(storeDir, ".imgfs")
+// OpenLog opens the daemon's log for appending (and reading back): mount.log in dir, the
+// store's own directory (store.Store.StateDir), or, when that cannot be written (a
+// read-only store, another user's), in a private directory of ours (see privateDir). The
+// daemon may run as root: its log is only ever opened in a directory that no one else can
+// write to, and never through a symlink, or someone else could choose the file it appends
+// to.
+func OpenLog(dir string) (*os.File, error) {
 	if err := os.MkdirAll(dir, 0o755); err == nil {
 		if f, err := openLogIn(dir, 0o022); err == nil {
 			return f, nil

@@ -21,7 +21,7 @@ func TestOpenLogNoSymlinks(t *testing.T) {
 	private := filepath.Join(tmp, fmt.Sprintf("imgfs-%d", os.Geteuid()), logName)
 	open := func(store string) string {
 		t.Helper()
-		f, err := OpenLog(store)
+		f, err := OpenLog(filepath.Join(store, ".imgfs"))
 		if err != nil {
 			t.Fatalf("OpenLog(%s): %v", store, err)
 		}
@@ -66,7 +66,7 @@ func TestOpenLogNoSymlinks(t *testing.T) {
 	if err := os.Symlink(victim, private); err != nil {
 		t.Fatal(err)
 	}
-	if f, err := OpenLog(store); err == nil || !strings.Contains(err.Error(), private) {
+	if f, err := OpenLog(filepath.Join(store, ".imgfs")); err == nil || !strings.Contains(err.Error(), private) {
 		t.Errorf("private log a symlink: OpenLog = %v, %v; want an error naming it", f, err)
 	}
 	if data, _ := os.ReadFile(victim); string(data) != "precious\n" {

@@ -198,3 +198,39 @@ func (s *Store) putLayerIndex(ix *layerindex.Index) error {
 	defer release()
 	return s.writeFileAtomic(s.layerIndexPath(ix.BlobDigest), data)
 }
+
+// IndexState is what the store holds for a layer's index, as inspect reports it.
+type IndexState string
+
+const (
+	IndexBuilt   IndexState = "built"   // stored, and of this blob
+	IndexMissing IndexState = "missing" // not built yet: built on first use
+	IndexStale   IndexState = "stale"   // of an older format or another blob: rebuilt on first use
+	IndexCorrupt IndexState = "corrupt" // damaged: rebuilt on first use
+)
+
+// StoredIndex returns the layer index stored for the layer desc describes, and its state,
+// without ever building one (LayerIndex would, reading the whole blob).
+func (s *Store) StoredIndex(desc ocispec.Descriptor) (*layerindex.Index, IndexState) {
+	if desc.Digest.Validate() != nil {
+		return nil, IndexMissing
+	}
+	data, err := os.ReadFile(s.layerIndexPath(desc.Digest))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, IndexMissing
+	}
+	if err != nil {
+		return nil, IndexCorrupt
+	}
+	ix := new(layerindex.Index)
+	switch err := ix.UnmarshalBinary(data); {
+	case errors.Is(err, layerindex.ErrIndexVersion):
+		return nil, IndexStale
+	case err != nil:
+		return nil, IndexCorrupt
+	}
+	if !matches(ix, desc) {
+		return nil, IndexStale
+	}
+	return ix, IndexBuilt
+}

@@ -148,6 +148,11 @@ func Open(root string) (*Store, error) {
 // Root returns the store's directory.
 func (s *Store) Root() string { return s.root }
 
+// StateDir returns imgfs's own directory in the store (.imgfs): what it derives from the
+// layout (layer indexes), its temp files and the mount's log, none of which other tools
+// read.
+func (s *Store) StateDir() string { return s.path(".imgfs") }
+
 func (s *Store) log() *slog.Logger {
 	if s.Logger != nil {
 		return s.Logger

@@ -122,8 +122,8 @@ func inspect(s *store.Store, img store.Image) (*inspectOut, error) {
 		if i < len(cfg.RootFS.DiffIDs) {
 			il.DiffID = cfg.RootFS.DiffIDs[i]
 		}
-		ix, state := storedIndex(s, l)
-		il.Index.State = state
+		ix, state := s.StoredIndex(l)
+		il.Index.State = string(state)
 		if ix != nil {
 			il.Index.Size = ix.Size
 			il.Index.Compression = ix.Compression.String()

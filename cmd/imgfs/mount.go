@@ -81,7 +81,7 @@ func daemonize(cmd *cobra.Command, g *globals, dir string, allowOther, debug boo
 		args = append(args, "--debug")
 	}
 	args = append(args, "--", dir)
-	logf, err := mount.OpenLog(s.Root())
+	logf, err := mount.OpenLog(s.StateDir())
 	if err != nil {
 		return err
 	}
