@@ -193,9 +193,6 @@ func (n *imageNode) entries() []fuse.DirEntry {
 		case "layers":
 			e.Ino = n.childIno(kindLayers)
 		case "rootfs":
-			if !rootfsAvailable {
-				continue
-			}
 			e.Ino = n.childIno(kindRootfs)
 		}
 		list = append(list, e)
@@ -230,9 +227,6 @@ func (n *imageNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 		node.attr(&out.Attr)
 		return n.NewInode(ctx, node, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: node.ino}), 0
 	case "rootfs":
-		if !rootfsAvailable {
-			return nil, syscall.ENOENT
-		}
 		t, err := im.rootfsTree()
 		if err != nil {
 			im.fs.log.Error("building rootfs", "image", im.label, "path", n.path+"/rootfs", "err", err)

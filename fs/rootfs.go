@@ -7,9 +7,6 @@ import (
 	"github.com/imgfs/imgfs/layerindex/overlay"
 )
 
-// rootfsAvailable says whether images have a rootfs/ (the overlay of their layers).
-const rootfsAvailable = true
-
 // rootfsTree returns the image's merged tree, built on first use from its layer indexes
 // and kept (images never change).
 func (im *image) rootfsTree() (tree, error) {

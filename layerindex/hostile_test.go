@@ -151,6 +151,7 @@ func TestBadSpanFailsAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
+	counts := countDecodes(t, r)
 	p := make([]byte, 64<<10)
 	bad, first := int64(-1), error(nil)
 	for off := int64(0); off < r.Size(); off += int64(len(p)) {
@@ -163,14 +164,14 @@ func TestBadSpanFailsAtOnce(t *testing.T) {
 		t.Fatal("no read failed on a damaged layer")
 	}
 	r.ahead.Wait()
-	starts, decoded := ca.starts.Load(), r.decoded.Load()
+	starts, decoded := ca.starts.Load(), counts.decoded.Load()
 	for _, off := range []int64{bad, bad + 1000, r.Size() - 100} {
 		if _, err := r.ReadAt(p[:100], off); err == nil || err.Error() != first.Error() {
 			t.Errorf("read at %d past the damage: %v, want %v", off, err, first)
 		}
 	}
 	r.ahead.Wait()
-	if s, d := ca.starts.Load()-starts, r.decoded.Load()-decoded; s != 0 || d != 0 {
+	if s, d := ca.starts.Load()-starts, counts.decoded.Load()-decoded; s != 0 || d != 0 {
 		t.Errorf("reads past known damage started %d decoders and decoded %d spans, want none", s, d)
 	}
 	// What comes before the damage still reads.
@@ -296,6 +297,7 @@ func TestReadAheadDecodesOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
+	counts := countDecodes(t, r)
 	p := make([]byte, 16<<10)
 	for off := int64(0); off < r.Size(); off += int64(len(p)) {
 		n, err := r.ReadAt(p, off)
@@ -305,7 +307,7 @@ func TestReadAheadDecodesOnce(t *testing.T) {
 	}
 	// One span decoded twice is the scheduler's doing on a loaded machine (a decoder ahead
 	// that runs late); spans pushed out by those left behind would be many.
-	if got := r.decoded.Load(); got < int64(len(r.spans)) || got > int64(len(r.spans))+1 {
+	if got := counts.decoded.Load(); got < int64(len(r.spans)) || got > int64(len(r.spans))+1 {
 		t.Errorf("%d spans decoded for %d spans read once in order", got, len(r.spans))
 	}
 }
@@ -384,4 +386,28 @@ func TestCacheAbandonedFill(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("waiting caller: %v", err)
 	}
+}
+
+// decodeCounts are what countDecodes counts of one Reader: spans decoded, of which by
+// ISA-L, and spans ISA-L failed on.
+type decodeCounts struct{ decoded, isal, isalFailed atomic.Int64 }
+
+// countDecodes counts what r decodes until the test ends.
+func countDecodes(t testing.TB, r *Reader) *decodeCounts {
+	c := new(decodeCounts)
+	testHookDecoded = func(rr *Reader, isal bool) {
+		if rr == r {
+			c.decoded.Add(1)
+			if isal {
+				c.isal.Add(1)
+			}
+		}
+	}
+	testHookISALFailed = func(rr *Reader) {
+		if rr == r {
+			c.isalFailed.Add(1)
+		}
+	}
+	t.Cleanup(func() { r.Close(); testHookDecoded, testHookISALFailed = nil, nil })
+	return c
 }

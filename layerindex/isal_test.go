@@ -36,6 +36,7 @@ func testISALDecodes(t *testing.T, blob, tar []byte) {
 		t.Fatal(err)
 	}
 	defer r.Close()
+	counts := countDecodes(t, r)
 	var got bytes.Buffer
 	if _, err := io.Copy(&got, io.NewSectionReader(r, 0, r.Size())); err != nil {
 		t.Fatal(err)
@@ -59,7 +60,7 @@ func testISALDecodes(t *testing.T, blob, tar []byte) {
 			whole++
 		}
 	}
-	if n, failed := r.isalDecoded.Load(), r.isalFailed.Load(); n < whole || failed > 0 {
+	if n, failed := counts.isal.Load(), counts.isalFailed.Load(); n < whole || failed > 0 {
 		t.Errorf("ISA-L decoded %d spans and failed on %d; want all %d whole intervals of %d spans",
 			n, failed, whole, len(r.spans))
 	}

@@ -7,7 +7,6 @@ import (
 	"io"
 	"sort"
 	"sync"
-	"sync/atomic"
 
 	"github.com/imgfs/imgfs/layerindex/internal/inflate"
 )
@@ -22,19 +21,24 @@ type Reader struct {
 	cache *Cache
 	spans []span
 
-	seqMu       sync.Mutex // held while decoding a span that is not at a checkpoint
-	mu          sync.Mutex
-	parked      *spanDecoder   // a decoder stopped at the start of span parked.next, for sequential reads
-	lastSpan    int            // the span where the previous read ended
-	streaming   bool           // the previous read followed the one before it
-	closed      bool           // Close was called: start no read-ahead, park nothing
-	ahead       sync.WaitGroup // read-ahead goroutines in flight
-	decoded     atomic.Int64   // spans decoded, for tests
-	isalDecoded atomic.Int64   // of which by ISA-L
-	isalFailed  atomic.Int64   // spans ISA-L failed on, then decoded by our inflater
+	seqMu     sync.Mutex // held while decoding a span that is not at a checkpoint
+	mu        sync.Mutex
+	parked    *spanDecoder   // a decoder stopped at the start of span parked.next, for sequential reads
+	lastSpan  int            // the span where the previous read ended
+	streaming bool           // the previous read followed the one before it
+	closed    bool           // Close was called: start no read-ahead, park nothing
+	ahead     sync.WaitGroup // read-ahead goroutines in flight
 
 	bad map[int]badSpan // by checkpoint: where decoding its interval failed; under mu
 }
+
+// Tests set these to count what Readers do: testHookDecoded is called for every span a
+// Reader decodes, with whether ISA-L decoded it, and testHookISALFailed for every span
+// ISA-L failed on (our inflater then decodes it).
+var (
+	testHookDecoded    func(r *Reader, isal bool)
+	testHookISALFailed func(r *Reader)
+)
 
 // span is a unit of decoding and caching: a checkpoint interval, or a SpanSize piece of a
 // long one (a single-frame zstd layer has one interval over the whole stream).
@@ -411,7 +415,9 @@ func (r *Reader) decode(i int, ahead bool) ([]byte, error) {
 		if out, err := r.decodeISAL(i, in); err == nil {
 			return out, nil
 		}
-		r.isalFailed.Add(1)
+		if testHookISALFailed != nil {
+			testHookISALFailed(r)
+		}
 		// Our inflater decodes it again: it goes on into the next gzip member, and on bad
 		// data its error says exactly what and where.
 	}
@@ -465,7 +471,9 @@ func (r *Reader) decode(i int, ahead bool) ([]byte, error) {
 			d.close()
 			return nil, r.remember(d.next, err)
 		}
-		r.decoded.Add(1)
+		if testHookDecoded != nil {
+			testHookDecoded(r, false)
+		}
 		if d.next < i {
 			r.cache.put(r.key(d.next), buf)
 		} else {
@@ -553,8 +561,9 @@ func (r *Reader) decodeISAL(i int, in section) ([]byte, error) {
 		r.cache.recycle(out)
 		return nil, err
 	}
-	r.decoded.Add(1)
-	r.isalDecoded.Add(1)
+	if testHookDecoded != nil {
+		testHookDecoded(r, true)
+	}
 	return out, nil
 }
 

@@ -17,9 +17,6 @@ import (
 // descriptor to report readiness on.
 const daemonEnv = "IMGFS_MOUNT_DAEMON"
 
-// IsDaemon reports whether this process was started by Daemonize.
-func IsDaemon() bool { return os.Getenv(daemonEnv) != "" }
-
 // Daemonize starts this program again with args, which must make it mount and serve in
 // the foreground, as a daemon: in a session of its own, stdin from /dev/null, stdout and
 // stderr appended to logf (see OpenLog). It returns the daemon's pid once the daemon calls

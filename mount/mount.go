@@ -127,9 +127,6 @@ func Mount(dir string, root gofs.InodeEmbedder, opts Options) (*Server, error) {
 // Dir is the mount point.
 func (s *Server) Dir() string { return s.dir }
 
-// Wait returns once the filesystem is unmounted (by Unmount, umount or fusermount3 -u).
-func (s *Server) Wait() { s.srv.Wait() }
-
 // Unmount unmounts the filesystem. If it is busy (files open in it), it is detached
 // (lazy unmount): gone from the tree now, served until the last file closes.
 func (s *Server) Unmount() error {
