@@ -85,9 +85,9 @@ func lookupExport(ctx context.Context, parent *gofs.Inode, f *FS, p *exportPlan,
 	n := &exportNode{fs: f, a: a, path: path, mtime: mtime}
 	n.attr(&out.Attr)
 	// The kernel asks again before every open (an entry cached for 1 ns), and the file
-	// opened next reads ahead more: see ReadAhead.
+	// opened next reads ahead more: see Options.ReadAhead.
 	out.SetEntryTimeout(time.Nanosecond)
-	f.raiseReadAhead()
+	f.opts.ReadAhead.Raise()
 	return parent.NewInode(ctx, n, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: ino}), 0
 }
 
@@ -115,7 +115,7 @@ func (n *exportNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, u
 // layers): go-fuse writes them to the kernel with one writev and then calls Done, which
 // gives them back to the cache.
 func (n *exportNode) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	n.fs.lowerReadAhead() // the file reading has its read-ahead
+	n.fs.opts.ReadAhead.Lower() // the file reading has its read-ahead
 	bufs, release, err := n.a.ReadPinned(dest, off)
 	if err != nil && !errors.Is(err, io.EOF) {
 		release()

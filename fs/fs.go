@@ -18,13 +18,13 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/imgfs/imgfs/layerindex"
+	"github.com/imgfs/imgfs/mount/readahead"
 	"github.com/imgfs/imgfs/store"
 	"github.com/opencontainers/go-digest"
 )
@@ -49,6 +49,11 @@ type Options struct {
 	// holds the bytes of every file of its images whatever their modes, is then the
 	// owner's only: mode 0400, the uid and gid of this process.
 	AllowOther bool
+	// ReadAhead is the mount's read-ahead switch (nil: none). It is raised when the lookup
+	// of an export.tar is answered, which every open of one follows, and lowered at the
+	// first read of one: export.tar is read whole and in order, and goes faster read
+	// further ahead than the many small files of rootfs/.
+	ReadAhead *readahead.Switch
 }
 
 // FS serves the images of a store. Make one with New; its Root is the root node to mount.
@@ -73,35 +78,7 @@ type FS struct {
 	failedMu sync.Mutex
 	failed   map[digest.Digest]bool // layers whose read failure was logged
 
-	readAhead atomic.Pointer[ReadAhead] // nil until SetReadAhead
-
 	raw rawTrees // the trees the kernel holds by rawFS's node IDs
-}
-
-// ReadAhead switches the kernel's read-ahead for the files opened next on the mount
-// (mount.Server.ReadAhead). The kernel takes a file's read-ahead from its mount when it
-// opens it, and the mount's suits the many small files of rootfs/; export.tar, read whole
-// and in order, goes faster with more.
-type ReadAhead interface {
-	Raise() // for the files opened from now on, for a short while
-	Lower() // back to the mount's own
-}
-
-// SetReadAhead gives the filesystem the mount's read-ahead switch: it raises it when it
-// answers the lookup of an export.tar (which every open of one follows) and lowers it at
-// the first read of one.
-func (f *FS) SetReadAhead(ra ReadAhead) { f.readAhead.Store(&ra) }
-
-func (f *FS) raiseReadAhead() {
-	if ra := f.readAhead.Load(); ra != nil {
-		(*ra).Raise()
-	}
-}
-
-func (f *FS) lowerReadAhead() {
-	if ra := f.readAhead.Load(); ra != nil {
-		(*ra).Lower()
-	}
 }
 
 // New returns the filesystem of the images in s.

@@ -18,6 +18,8 @@ import (
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/imgfs/imgfs/mount/readahead"
 )
 
 // FSType is the filesystem type of an imgfs mount, as /proc/self/mountinfo shows it.
@@ -36,6 +38,9 @@ type Options struct {
 	Debug bool
 	// Go is the go-fuse options of the tree (timeouts, root attributes); nil for defaults.
 	Go *gofs.Options
+	// ReadAhead, if set, is bound to the mount once it is made, and closed when serving
+	// ends.
+	ReadAhead *readahead.Switch
 	// Raw, if set, gives the filesystem to serve from go-fuse's node API over the root
 	// (gofs.NewNodeFS), which it may serve below.
 	Raw func(fuse.RawFileSystem) fuse.RawFileSystem
@@ -47,7 +52,7 @@ type Server struct {
 	srv  *fuse.Server
 	sigs chan os.Signal // SIGTERM, SIGINT, SIGHUP, caught from before the mount is made
 
-	readAhead *ReadAhead // nil: the mount's read-ahead cannot be changed (not root)
+	readAhead *readahead.Switch
 }
 
 // Mount mounts root at dir, read-only, nosuid, nodev, and serves it. A stale imgfs mount
@@ -121,7 +126,10 @@ func Mount(dir string, root gofs.InodeEmbedder, opts Options) (*Server, error) {
 		signal.Stop(sigs)
 		return nil, fmt.Errorf("mounting %s: %w", dir, err)
 	}
-	return &Server{dir: dir, srv: srv, sigs: sigs, readAhead: newReadAhead(dir)}, nil
+	if dev, _, ok := mountInfo(dir); ok {
+		opts.ReadAhead.Bind(dev)
+	}
+	return &Server{dir: dir, srv: srv, sigs: sigs, readAhead: opts.ReadAhead}, nil
 }
 
 // Dir is the mount point.
@@ -139,15 +147,11 @@ func (s *Server) Unmount() error {
 }
 
 // Serve serves until the filesystem is unmounted from outside, or SIGTERM, SIGINT or
-// SIGHUP asks to stop, in which case it unmounts. It returns nil once unmounted. While it
-// serves, the process's Go heap is kept small (see holdMemory).
+// SIGHUP asks to stop, in which case it unmounts. It returns nil once unmounted.
 func (s *Server) Serve() error {
 	sigs := s.sigs
 	defer signal.Stop(sigs)
-	stopMemory := make(chan struct{})
-	defer close(stopMemory)
-	go holdMemory(stopMemory)
-	defer s.readAhead.close()
+	defer s.readAhead.Close()
 	done := make(chan struct{})
 	go func() {
 		s.srv.Wait()

@@ -9,6 +9,7 @@ import (
 
 	fsys "github.com/imgfs/imgfs/fs"
 	"github.com/imgfs/imgfs/mount"
+	"github.com/imgfs/imgfs/mount/readahead"
 	"github.com/spf13/cobra"
 )
 
@@ -102,15 +103,19 @@ func serve(cmd *cobra.Command, g *globals, dir string, opts mount.Options) error
 	}
 	logger := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
 	s.Logger = logger
-	f := fsys.New(s, fsys.Options{Logger: logger, AllowOther: opts.AllowOther})
+	ra := readahead.New()
+	f := fsys.New(s, fsys.Options{Logger: logger, AllowOther: opts.AllowOther, ReadAhead: ra})
 	defer f.Close()
 	opts.Go = f.MountOptions()
 	opts.Raw = f.Raw
+	opts.ReadAhead = ra
 	srv, err := mount.Mount(dir, f.Root(), opts)
 	if err != nil {
 		return err
 	}
-	f.SetReadAhead(srv.ReadAhead())
+	stopMemory := make(chan struct{})
+	defer close(stopMemory)
+	go holdMemory(stopMemory)
 	mount.Ready(nil)
 	logger.Info("mounted", "store", s.Root(), "mountpoint", srv.Dir(), "pid", os.Getpid(), "version", version)
 	err = srv.Serve()
