@@ -48,7 +48,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"runtime"
 	"slices"
 	"sort"
@@ -64,8 +63,8 @@ import (
 	"github.com/imgfs/imgfs/store"
 )
 
-// Layers opens the uncompressed stream of a layer: the fs passes its shared layer readers,
-// the CLI its own. An Archive opens each of its layers once, as it is planned, and reads
+// Layers opens the uncompressed stream of a layer: store.Layers, the store's pool of open
+// layers, is one. An Archive opens each of its layers once, as it is planned, and reads
 // that stream for as long as it is used: a Layers must keep a stream it returned readable
 // that long, its blob open even when the blob's file is removed (imgfs rm and gc while an
 // export.tar is read).
@@ -73,70 +72,6 @@ type Layers interface {
 	// Layer returns the uncompressed stream of the layer desc (a manifest layer
 	// descriptor) and its size.
 	Layer(desc ocispec.Descriptor) (io.ReaderAt, int64, error)
-}
-
-// StoreLayers opens layers from a store, each once, and keeps them open until Close.
-type StoreLayers struct {
-	s     *store.Store
-	cache *layerindex.Cache
-
-	mu     sync.Mutex
-	open   map[digest.Digest]*openLayer // by blob digest
-	closed bool
-}
-
-type openLayer struct {
-	f *os.File
-	r *layerindex.Reader
-}
-
-// NewStoreLayers returns Layers reading the blobs of s through their layer indexes, with
-// decoded spans kept in cache (nil: a cache of its own, of layerindex.DefaultCacheSize).
-func NewStoreLayers(s *store.Store, cache *layerindex.Cache) *StoreLayers {
-	if cache == nil {
-		cache = layerindex.NewCache(0)
-	}
-	return &StoreLayers{s: s, cache: cache, open: map[digest.Digest]*openLayer{}}
-}
-
-// Layer opens the layer blob desc describes, or returns the reader already open.
-func (l *StoreLayers) Layer(desc ocispec.Descriptor) (io.ReaderAt, int64, error) {
-	ix, err := l.s.LayerStream(desc)
-	if err != nil {
-		return nil, 0, err
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.closed {
-		return nil, 0, fmt.Errorf("export: layer %s: layers closed", desc.Digest)
-	}
-	if o, ok := l.open[ix.BlobDigest]; ok {
-		return o.r, o.r.Size(), nil
-	}
-	f, err := l.s.OpenBlob(ix.BlobDigest)
-	if err != nil {
-		return nil, 0, err
-	}
-	r, err := layerindex.NewReader(f, ix, l.cache)
-	if err != nil {
-		f.Close()
-		return nil, 0, err
-	}
-	l.open[ix.BlobDigest] = &openLayer{f: f, r: r}
-	return r, r.Size(), nil
-}
-
-// Close closes the layers opened. Reads in flight must have returned.
-func (l *StoreLayers) Close() error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.closed = true
-	var errs []error
-	for d, o := range l.open {
-		errs = append(errs, o.r.Close(), o.f.Close())
-		delete(l.open, d)
-	}
-	return errors.Join(errs...)
 }
 
 // Archive is the plan of one docker save archive. It is immutable and safe for concurrent

@@ -105,7 +105,7 @@ func stream(t *testing.T, a *Archive) []byte {
 
 func newArchive(t *testing.T, s *store.Store, images []store.Image) *Archive {
 	t.Helper()
-	l := NewStoreLayers(s, nil)
+	l := s.NewLayers(nil, 0)
 	t.Cleanup(func() { l.Close() })
 	a, err := New(s, images, l)
 	if err != nil {
@@ -687,7 +687,7 @@ func TestLayersHeldFromPlan(t *testing.T) {
 	}
 	want := stream(t, newArchive(t, s, imgs))
 	opened := 0
-	l := NewStoreLayers(s, nil)
+	l := s.NewLayers(nil, 0)
 	t.Cleanup(func() { l.Close() })
 	a, err := New(s, imgs, fakeLayers(func(desc ocispec.Descriptor) (io.ReaderAt, int64, error) {
 		opened++

@@ -13,30 +13,11 @@ import (
 	"github.com/imgfs/imgfs/export"
 	"github.com/imgfs/imgfs/store"
 	"github.com/opencontainers/go-digest"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // exportName is the docker save archive in an image directory (that tag), a repository
 // directory (every tag) and a sha256:<id> directory (untagged).
 const exportName = "export.tar"
-
-// fsLayers serves an export's layer members from the mount's shared layer readers, so an
-// export and the files of rootfs/ decode each span once. The plan opens them at lookup, and
-// they stay open until the FS is closed: an export.tar open when its image is removed and
-// its blobs collected reads on (the mount sees no open nor release to hold them by).
-type fsLayers struct{ f *FS }
-
-func (l fsLayers) Layer(desc ocispec.Descriptor) (io.ReaderAt, int64, error) {
-	ix, err := l.f.store.LayerStream(desc)
-	if err != nil {
-		return nil, 0, err
-	}
-	r, err := l.f.reader(ix)
-	if err != nil {
-		return nil, 0, err
-	}
-	return r, r.Size(), nil
-}
 
 // exportPlan is an archive planned on first use and kept: planning reads the manifests,
 // configs and layer indexes, never layer contents. A failure is not kept: the next lookup
@@ -50,7 +31,7 @@ func (p *exportPlan) get(f *FS, imgs []store.Image) (*export.Archive, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.a == nil {
-		a, err := export.New(f.store, imgs, fsLayers{f})
+		a, err := export.New(f.store, imgs, f.layers)
 		if err != nil {
 			return nil, err
 		}

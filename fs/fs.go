@@ -59,12 +59,15 @@ type Options struct {
 // FS serves the images of a store. Make one with New; its Root is the root node to mount.
 type FS struct {
 	store *store.Store
-	cache *layerindex.Cache
-	log   *slog.Logger
-	opts  Options
-	start time.Time
-	uid   uint32 // the mount's owner, whose export.tar is under AllowOther
-	gid   uint32
+	// layers are the layers read for the whole mount, each opened once, with one cache
+	// of decoded spans; they stay open until Close, so that a file or an export.tar
+	// looked up before its image is removed and its blobs collected reads on.
+	layers *store.Layers
+	log    *slog.Logger
+	opts   Options
+	start  time.Time
+	uid    uint32 // the mount's owner, whose export.tar is under AllowOther
+	gid    uint32
 
 	mu      sync.Mutex
 	checked time.Time       // when index.json was last checked
@@ -72,8 +75,6 @@ type FS struct {
 	names   *nameDir        // the tree above the images, from the last read
 	hidden  map[string]bool // the image names no path reaches that were logged (logHidden)
 	images  map[digest.Digest]*image
-	blobsMu sync.Mutex
-	blobs   map[digest.Digest]*blobReader
 
 	failedMu sync.Mutex
 	failed   map[digest.Digest]bool // layers whose read failure was logged
@@ -100,14 +101,13 @@ func New(s *store.Store, opts Options) *FS {
 	}
 	return &FS{
 		store:  s,
-		cache:  layerindex.NewCache(opts.CacheSize),
+		layers: s.NewLayers(nil, opts.CacheSize),
 		log:    opts.Logger,
 		opts:   opts,
 		start:  time.Now(),
 		uid:    uint32(os.Getuid()),
 		gid:    uint32(os.Getgid()),
 		images: make(map[digest.Digest]*image),
-		blobs:  make(map[digest.Digest]*blobReader),
 	}
 }
 
@@ -129,15 +129,7 @@ func (f *FS) MountOptions() *gofs.Options {
 }
 
 // Close releases the layer blobs opened for reading.
-func (f *FS) Close() error {
-	f.blobsMu.Lock()
-	defer f.blobsMu.Unlock()
-	for d, b := range f.blobs {
-		b.close()
-		delete(f.blobs, d)
-	}
-	return nil
-}
+func (f *FS) Close() error { return f.layers.Close() }
 
 // indexStamp identifies a version of index.json (it is replaced by rename on every write).
 type indexStamp struct {
@@ -298,4 +290,26 @@ func setTimes(a *fuse.Attr, t time.Time) {
 		t = time.Unix(0, 0)
 	}
 	a.SetTimes(&t, &t, &t)
+}
+
+// readFailed logs a failed read of layer d (empty: of no layer) with msg and args, unless
+// one of d was logged already: a damaged layer fails every read that reaches the damage,
+// thousands in a walk, and the first line says which layer and where. The reads go on
+// failing with EIO.
+func (f *FS) readFailed(d digest.Digest, msg string, args ...any) {
+	if d != "" {
+		f.failedMu.Lock()
+		logged := f.failed[d]
+		if f.failed == nil {
+			f.failed = make(map[digest.Digest]bool)
+		}
+		f.failed[d] = true
+		f.failedMu.Unlock()
+		if logged {
+			return
+		}
+		msg += " (later failures of this layer are not logged)"
+		args = append(args, "layer", d)
+	}
+	f.log.Error(msg, args...)
 }

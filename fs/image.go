@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"io"
 	"strconv"
 	"sync"
 	"syscall"
@@ -101,13 +102,10 @@ func (im *image) layerTree(i int) (*rawTree, error) {
 	return t, nil
 }
 
-// reader returns the reader of layer i's uncompressed stream.
-func (im *image) reader(i int) (*layerindex.Reader, error) {
-	ix, err := im.layerIndex(i)
-	if err != nil {
-		return nil, err
-	}
-	return im.fs.reader(ix)
+// layer returns the uncompressed stream of layer i.
+func (im *image) layer(i int) (io.ReaderAt, error) {
+	r, _, err := im.fs.layers.Layer(im.img.Manifest.Layers[i])
+	return r, err
 }
 
 // Kinds of the nodes inside an image, for inode numbers.

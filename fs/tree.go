@@ -339,7 +339,7 @@ func (n tnode) lookup(name string) (tnode, bool) {
 func (n tnode) openLayer() {
 	layer, e := n.r.t.entry(n.n)
 	if e != nil && e.Size > 0 && typeBits(e) == syscall.S_IFREG {
-		n.r.im.fs.reader(n.r.t.index(layer))
+		n.r.im.layer(layer)
 	}
 }
 
@@ -379,7 +379,7 @@ func (n tnode) read(dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 		return fuse.ReadResultData(nil), 0
 	}
 	want := min(int64(len(dest)), e.Size-off)
-	r, err := n.r.im.fs.reader(n.r.t.index(layer))
+	r, err := n.r.im.layer(layer)
 	if err != nil {
 		n.readError(layer, err)
 		return nil, syscall.EIO

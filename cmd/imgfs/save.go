@@ -43,7 +43,7 @@ no temporary copy; with -o it is written to a temporary file beside FILE and ren
 					return errors.New("cowardly refusing to save to a terminal. Use the -o flag or redirect")
 				}
 			}
-			layers := export.NewStoreLayers(s, nil)
+			layers := s.NewLayers(nil, 0)
 			defer layers.Close()
 			a, err := export.New(s, imgs, layers)
 			if err != nil {
