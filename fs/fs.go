@@ -13,7 +13,6 @@
 package fs
 
 import (
-	"hash/fnv"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -224,34 +223,46 @@ func (f *FS) image(img store.Image) *image {
 	return im
 }
 
-// ino hashes the parts that identify a node into an inode number, avoiding the numbers
-// go-fuse and the kernel reserve (0, 1 for the root, ^0).
-func ino(parts ...any) uint64 {
-	h := fnv.New64a()
-	var b [8]byte
-	for _, p := range parts {
-		switch v := p.(type) {
-		case string:
-			h.Write([]byte(v))
-			h.Write([]byte{0})
-		case uint64:
-			for i := range b {
-				b[i] = byte(v >> (8 * i))
-			}
-			h.Write(b[:])
-		case uint32:
-			h.Write([]byte{byte(v), byte(v >> 8), byte(v >> 16), byte(v >> 24)})
-		case byte:
-			h.Write([]byte{v})
-		case int:
-			h.Write([]byte{byte(v), byte(v >> 8), byte(v >> 16), byte(v >> 24)})
-		}
+// inoKey hashes the parts that identify a node (FNV-1a, 64 bits) into its inode number:
+// start with newIno, add each part with the method of its type, and take sum.
+type inoKey uint64
+
+func newIno() inoKey { return 14695981039346656037 }
+
+func (k inoKey) bytes(b ...byte) inoKey {
+	for _, c := range b {
+		k = (k ^ inoKey(c)) * 1099511628211
 	}
-	n := h.Sum64()
-	if n <= 1 || n == ^uint64(0) {
-		n += 2
+	return k
+}
+
+// str adds a string, ended by a zero byte so that ("ab", "c") and ("a", "bc") differ.
+func (k inoKey) str(s string) inoKey {
+	for i := range len(s) {
+		k = k.bytes(s[i])
 	}
-	return n
+	return k.bytes(0)
+}
+
+func (k inoKey) u64(v uint64) inoKey {
+	return k.bytes(byte(v), byte(v>>8), byte(v>>16), byte(v>>24), byte(v>>32), byte(v>>40), byte(v>>48), byte(v>>56))
+}
+
+func (k inoKey) u32(v uint32) inoKey {
+	return k.bytes(byte(v), byte(v>>8), byte(v>>16), byte(v>>24))
+}
+
+// sum is the inode number, avoiding those go-fuse and the kernel reserve (0, 1 for the
+// root, ^0).
+func (k inoKey) sum() uint64 {
+	switch n := uint64(k); n {
+	case 0, 1:
+		return n + 2
+	case ^uint64(0):
+		return n - 1
+	default:
+		return n
+	}
 }
 
 // dotEntry is "." (i 0, inode self) or ".." (i 1, the parent's inode; self at the root).

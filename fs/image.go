@@ -165,7 +165,7 @@ func (n *imageNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.At
 	return 0
 }
 
-func (n *imageNode) childIno(kind byte) uint64 { return ino(n.ino, kind) }
+func (n *imageNode) childIno(kind byte) uint64 { return newIno().u64(n.ino).bytes(kind).sum() }
 
 func (n *imageNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	return gofs.NewListDirStream(n.entries()), 0
@@ -260,7 +260,9 @@ func (n *layersNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.A
 	return 0
 }
 
-func (n *layersNode) layerBase(i int) uint64 { return ino(n.ino, kindLayer, i) }
+func (n *layersNode) layerBase(i int) uint64 {
+	return newIno().u64(n.ino).bytes(kindLayer).u32(uint32(i)).sum()
+}
 
 func (n *layersNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	return gofs.NewListDirStream(n.entries()), 0

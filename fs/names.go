@@ -179,10 +179,10 @@ var (
 	_ gofs.NodeStatfser  = (*nameNode)(nil)
 )
 
-func nameIno(path string) uint64 { return ino("name", path) }
+func nameIno(path string) uint64 { return newIno().str("name").str(path).sum() }
 
 func imageIno(path string, img store.Image) uint64 {
-	return ino("image", path, img.Descriptor.Digest.String())
+	return newIno().str("image").str(path).str(img.Descriptor.Digest.String()).sum()
 }
 
 func (n *nameNode) child(name string) string {
@@ -199,7 +199,7 @@ func (n *nameNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 	}
 	if name == exportName && len(d.images) > 0 {
 		return lookupExport(ctx, &n.Inode, n.fs, &d.export, d.tagged(), n.child(name), d.mtime,
-			ino("export", n.path, d.mtime.UnixNano()), out)
+			exportIno(n.path, d.mtime), out)
 	}
 	if img, ok := d.images[name]; ok {
 		return n.imageChild(ctx, name, img, out), 0
@@ -244,7 +244,7 @@ func (n *nameNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) 
 	for _, name := range d.list {
 		e := fuse.DirEntry{Name: name, Mode: syscall.S_IFDIR}
 		if name == exportName && len(d.images) > 0 {
-			e.Mode, e.Ino = syscall.S_IFREG, ino("export", n.path, d.mtime.UnixNano())
+			e.Mode, e.Ino = syscall.S_IFREG, exportIno(n.path, d.mtime)
 		} else if img, ok := d.images[name]; ok {
 			e.Ino = imageIno(n.child(name), img)
 		} else {
@@ -272,4 +272,10 @@ func (n *nameNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errn
 	out.Frsize = 4096
 	out.NameLen = 255
 	return 0
+}
+
+// exportIno is the inode number of the export.tar of the repository at path, whose newest
+// image dates from mtime: a new image is a new file.
+func exportIno(path string, mtime time.Time) uint64 {
+	return newIno().str("export").str(path).u64(uint64(mtime.UnixNano())).sum()
 }

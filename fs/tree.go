@@ -232,7 +232,7 @@ func treeIno(base uint64, inode uint32) uint64 {
 	if inode == 0 {
 		return base
 	}
-	return ino(base, inode)
+	return newIno().u64(base).u32(inode).sum()
 }
 
 // typeBits is the file type of a tar entry.
