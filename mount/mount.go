@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -62,11 +63,8 @@ func Mount(dir string, root gofs.InodeEmbedder, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := CleanStale(dir); err != nil {
+	if err := cleanOrLive(dir); err != nil {
 		return nil, err
-	}
-	if fstype, ok := MountedType(dir); ok && fstype == FSType {
-		return nil, fmt.Errorf("%s: %w", dir, ErrMounted)
 	}
 	fi, err := os.Stat(dir)
 	if err != nil {
@@ -206,6 +204,23 @@ func CleanStale(dir string) (bool, error) {
 		return true, fmt.Errorf("cleaning up the stale mount at %s: %w", dir, err)
 	}
 	return true, nil
+}
+
+// cleanOrLive cleans up a stale mount at dir, and returns ErrMounted for a live imgfs
+// mount there. A mount that answers is asked again for a second before it is taken
+// for live: kill(2) returns before the process it kills is gone, and a daemon thread on
+// another core may answer one more request (imgfs mount right after kill -9).
+func cleanOrLive(dir string) error {
+	for range 20 {
+		if _, err := CleanStale(dir); err != nil {
+			return err
+		}
+		if fstype, ok := MountedType(dir); !ok || fstype != FSType {
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("%s: %w", dir, ErrMounted)
 }
 
 // dead reports whether dir is in a FUSE mount whose server is gone. It asks with
