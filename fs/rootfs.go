@@ -64,12 +64,12 @@ func (m mergedTree) index(layer int) *layerindex.Index {
 	return m.ixs[layer]
 }
 
-// entry gives nil for the directories no layer describes, as rawTree does: the nodes make
-// up their attributes.
-func (m mergedTree) entry(n uint32) (int, *layerindex.Entry) {
+// entry gives layer -1 and a zero entry for the directories no layer describes, as
+// rawTree does: the nodes make up their attributes.
+func (m mergedTree) entry(n uint32) (int, layerindex.Entry) {
 	layer, e := m.t.Entry(overlay.Node(n))
 	if layer < 0 {
-		return -1, nil
+		return -1, layerindex.Entry{}
 	}
 	return layer, e
 }

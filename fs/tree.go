@@ -29,8 +29,8 @@ type tree interface {
 	// parent is n's directory; the root is its own.
 	parent(n uint32) uint32
 	// entry gives n's attributes and data: the layer (of the image) holding it, and the
-	// tar entry. A nil entry (layer -1) is a directory no entry describes.
-	entry(n uint32) (layer int, e *layerindex.Entry)
+	// tar entry. Layer -1 (and a zero entry) is a directory no entry describes.
+	entry(n uint32) (layer int, e layerindex.Entry)
 	inode(n uint32) uint32
 	nlink(n uint32) uint32
 	// index is the index of the image's layer i, which entry's layers refer to.
@@ -51,7 +51,7 @@ type rawTree struct {
 // rawNode is 40 bytes.
 type rawNode struct {
 	name   string
-	entry  int32  // index in ix.Entries; -1: a made-up directory
+	entry  int32  // index in ix.TOC; -1: a made-up directory
 	link   uint32 // the node whose inode and data this one has: itself, or a hard link's target
 	nlink  uint32 // of the inode, for non-directories; of the directory, for directories
 	parent uint32
@@ -60,12 +60,13 @@ type rawNode struct {
 }
 
 func newRawTree(ix *layerindex.Index, layer int) *rawTree {
-	t := &rawTree{ix: ix, layer: layer, nodes: make([]rawNode, 1, len(ix.Entries)+1)}
+	toc := ix.TOC
+	t := &rawTree{ix: ix, layer: layer, nodes: make([]rawNode, 1, toc.Len()+1)}
 	t.nodes[0].entry = -1
-	kids := make([]map[string]uint32, 1, len(ix.Entries)+1)
+	kids := make([]map[string]uint32, 1, toc.Len()+1)
 	isDir := func(n uint32) bool {
 		e := t.nodes[n].entry
-		return e < 0 || ix.Entries[e].Type == tar.TypeDir
+		return e < 0 || toc.Type(int(e)) == tar.TypeDir
 	}
 	child := func(dir uint32, name string, create bool) (uint32, bool) {
 		if c, ok := kids[dir][name]; ok {
@@ -83,11 +84,11 @@ func newRawTree(ix *layerindex.Index, layer int) *rawTree {
 		kids[dir][name] = c
 		return c, false
 	}
-	for i := range ix.Entries {
-		e := &ix.Entries[i]
-		p := overlay.CleanPath(e.Name)
+	for i := range toc.Len() {
+		typ := toc.Type(i)
+		p := overlay.CleanPath(toc.Name(i))
 		if p == "" {
-			if e.Type == tar.TypeDir {
+			if typ == tar.TypeDir {
 				t.nodes[0].entry = int32(i)
 			}
 			continue
@@ -106,7 +107,7 @@ func newRawTree(ix *layerindex.Index, layer int) *rawTree {
 		}
 		n, _ := child(dir, p, true)
 		t.nodes[n].entry = int32(i)
-		if e.Type != tar.TypeDir {
+		if typ != tar.TypeDir {
 			kids[n] = nil
 		}
 	}
@@ -148,16 +149,16 @@ func newRawTree(ix *layerindex.Index, layer int) *rawTree {
 		cur := uint32(n)
 		for hops := 0; hops < 16; hops++ {
 			e := t.nodes[cur].entry
-			if e < 0 || ix.Entries[e].Type != tar.TypeLink {
+			if e < 0 || toc.Type(int(e)) != tar.TypeLink {
 				break
 			}
-			target, ok := resolve(ix.Entries[e].Linkname)
+			target, ok := resolve(toc.Linkname(int(e)))
 			if !ok || target == cur || isDir(target) {
 				break
 			}
 			cur = target
 		}
-		if e := t.nodes[cur].entry; e >= 0 && ix.Entries[e].Type != tar.TypeLink {
+		if e := t.nodes[cur].entry; e >= 0 && toc.Type(int(e)) != tar.TypeLink {
 			t.nodes[n].link = cur
 		}
 	}
@@ -218,12 +219,12 @@ func (t *rawTree) inode(n uint32) uint32       { return t.nodes[n].link }
 func (t *rawTree) nlink(n uint32) uint32       { return t.nodes[n].nlink }
 func (t *rawTree) index(int) *layerindex.Index { return t.ix }
 
-func (t *rawTree) entry(n uint32) (int, *layerindex.Entry) {
+func (t *rawTree) entry(n uint32) (int, layerindex.Entry) {
 	e := t.nodes[t.nodes[n].link].entry
 	if e < 0 {
-		return -1, nil
+		return -1, layerindex.Entry{}
 	}
-	return t.layer, &t.ix.Entries[e]
+	return t.layer, t.ix.TOC.At(int(e))
 }
 
 // treeIno is the inode number of a tree's inode in the mount: base (the tree's root's
@@ -235,9 +236,9 @@ func treeIno(base uint64, inode uint32) uint64 {
 	return newIno().u64(base).u32(inode).sum()
 }
 
-// typeBits is the file type of a tar entry.
-func typeBits(e *layerindex.Entry) uint32 {
-	if e == nil {
+// typeBits is the file type of the node of entry e of layer (-1: a made-up directory).
+func typeBits(layer int, e *layerindex.Entry) uint32 {
+	if layer < 0 {
 		return syscall.S_IFDIR
 	}
 	switch e.Type {
@@ -291,19 +292,20 @@ func (n tnode) where() string {
 func (n tnode) inode() uint64 { return treeIno(n.r.base, n.r.t.inode(n.n)) }
 
 func (n tnode) attr(a *fuse.Attr) {
-	_, e := n.r.t.entry(n.n)
+	layer, e := n.r.t.entry(n.n)
 	a.Ino = n.inode()
 	a.Nlink = n.r.t.nlink(n.n)
 	a.Blksize = 4096
-	if e == nil {
+	if layer < 0 {
 		a.Mode = syscall.S_IFDIR | 0o755
 		setTimes(a, n.r.im.createdTime())
 		return
 	}
-	a.Mode = typeBits(e) | uint32(e.Mode)&0o7777
+	typ := typeBits(layer, &e)
+	a.Mode = typ | uint32(e.Mode)&0o7777
 	a.Uid, a.Gid = uint32(e.UID), uint32(e.GID)
 	setTimes(a, e.ModTime)
-	switch typeBits(e) {
+	switch typ {
 	case syscall.S_IFREG:
 		a.Size = uint64(e.Size)
 		a.Blocks = (a.Size + 511) / 512
@@ -317,8 +319,8 @@ func (n tnode) attr(a *fuse.Attr) {
 }
 
 func (n tnode) isDir() bool {
-	_, e := n.r.t.entry(n.n)
-	return typeBits(e) == syscall.S_IFDIR
+	layer, e := n.r.t.entry(n.n)
+	return typeBits(layer, &e) == syscall.S_IFDIR
 }
 
 // lookup finds n's child called name: the node whose inode it shows (a hard link shows
@@ -338,7 +340,7 @@ func (n tnode) lookup(name string) (tnode, bool) {
 // the file is read.
 func (n tnode) openLayer() {
 	layer, e := n.r.t.entry(n.n)
-	if e != nil && e.Size > 0 && typeBits(e) == syscall.S_IFREG {
+	if e.Size > 0 && typeBits(layer, &e) == syscall.S_IFREG {
 		n.r.im.layer(layer)
 	}
 }
@@ -360,14 +362,14 @@ func (n tnode) dirent(i int) (fuse.DirEntry, tnode, bool) {
 	if !ok {
 		return fuse.DirEntry{}, tnode{}, false
 	}
-	_, e := n.r.t.entry(c)
-	return fuse.DirEntry{Name: n.r.t.name(c), Mode: typeBits(e), Ino: treeIno(n.r.base, n.r.t.inode(c)), Off: uint64(i + 1)},
+	layer, e := n.r.t.entry(c)
+	return fuse.DirEntry{Name: n.r.t.name(c), Mode: typeBits(layer, &e), Ino: treeIno(n.r.base, n.r.t.inode(c)), Off: uint64(i + 1)},
 		tnode{n.r, n.r.t.inode(c)}, true
 }
 
 func (n tnode) readlink() ([]byte, syscall.Errno) {
-	_, e := n.r.t.entry(n.n)
-	if e == nil || e.Type != tar.TypeSymlink {
+	layer, e := n.r.t.entry(n.n)
+	if layer < 0 || e.Type != tar.TypeSymlink {
 		return nil, syscall.EINVAL
 	}
 	return []byte(e.Linkname), 0
@@ -375,7 +377,7 @@ func (n tnode) readlink() ([]byte, syscall.Errno) {
 
 func (n tnode) read(dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	layer, e := n.r.t.entry(n.n)
-	if e == nil || off >= e.Size {
+	if layer < 0 || off >= e.Size {
 		return fuse.ReadResultData(nil), 0
 	}
 	want := min(int64(len(dest)), e.Size-off)
@@ -403,9 +405,9 @@ func (n tnode) readError(layer int, err error) {
 
 // xattrs are n's extended attributes: the entry's, and on layers/N the layer's digests.
 func (n tnode) xattrs() []layerindex.Record {
-	_, e := n.r.t.entry(n.n)
+	layer, e := n.r.t.entry(n.n)
 	var out []layerindex.Record
-	if e != nil {
+	if layer >= 0 {
 		out = e.Xattrs()
 	}
 	if n.n == 0 && n.r.isLayer {

@@ -129,10 +129,12 @@ func Build(blob io.Reader, opts BuildOptions) (*Index, error) {
 // data starts: archive/tar reads headers block by block and never reads ahead into data.
 func readTOC(r *countingReader, ix *Index) error {
 	tr := tar.NewReader(r)
+	var b tocBuilder
 	for {
 		at := r.n
 		h, err := tr.Next()
 		if err == io.EOF {
+			ix.TOC = b.finish()
 			return nil
 		}
 		if err != nil {
@@ -151,7 +153,7 @@ func readTOC(r *countingReader, ix *Index) error {
 			GID:      h.Gid,
 			Uname:    h.Uname,
 			Gname:    h.Gname,
-			ModTime:  h.ModTime.UTC(),
+			ModTime:  h.ModTime,
 			Size:     h.Size,
 			Devmajor: h.Devmajor,
 			Devminor: h.Devminor,
@@ -163,7 +165,9 @@ func readTOC(r *countingReader, ix *Index) error {
 			}
 		}
 		slices.SortFunc(e.PAXRecords, func(a, b Record) int { return strings.Compare(a.Key, b.Key) })
-		ix.Entries = append(ix.Entries, e)
+		if err := b.add(&e); err != nil {
+			return fmt.Errorf("tar entry at uncompressed offset %d: %w", at, err)
+		}
 	}
 }
 

@@ -61,15 +61,15 @@ func TestTOCMatchesArchiveTar(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			want := readTar(t, data)
 			ix := build(t, gzipLevel(t, data, 6), testSpan)
-			if len(ix.Entries) != len(want) {
-				t.Fatalf("%d entries, archive/tar reads %d", len(ix.Entries), len(want))
+			if ix.TOC.Len() != len(want) {
+				t.Fatalf("%d entries, archive/tar reads %d", ix.TOC.Len(), len(want))
 			}
 			r, err := NewReader(bytes.NewReader(gzipLevel(t, data, 6)), ix, NewCache(0))
 			if err != nil {
 				t.Fatal(err)
 			}
 			kinds := map[byte]int{}
-			for i, e := range ix.Entries {
+			for i, e := range ix.TOC.All() {
 				h := want[i].hdr
 				kinds[e.Type]++
 				checkEntry(t, &e, h)

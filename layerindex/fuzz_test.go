@@ -33,7 +33,7 @@ func FuzzBuild(f *testing.F) {
 		if int64(len(all)) != ix.Size {
 			t.Fatalf("read %d bytes of %d", len(all), ix.Size)
 		}
-		for _, e := range ix.Entries {
+		for _, e := range ix.TOC.All() {
 			if e.Offset < 0 || e.Offset > ix.Size {
 				t.Fatalf("entry %q at offset %d outside the stream", e.Name, e.Offset)
 			}

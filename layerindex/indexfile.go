@@ -15,7 +15,7 @@ package layerindex
 //
 //	header     = blobDigest:string mediaType:string compression:byte blobSize:uvarint
 //	             size:uvarint diffID:string spanSize:uvarint flags:byte
-//	             flags: 1 Sequential, 2 Entries != nil, 4 Checkpoints != nil (other bits 0)
+//	             flags: 1 Sequential, 2 TOC != nil, 4 Checkpoints != nil (other bits 0)
 //	strtab     = count:uvarint string*           uname, gname, link targets, PAX keys and values
 //	entries    = count:uvarint entry*
 //	entry      = flags:byte type:byte prefix:uvarint suffix:string mode:varint
@@ -47,9 +47,12 @@ package layerindex
 // with DEFLATE (compress/flate, BestCompression). A window must inflate to exactly rawLen
 // bytes with no compressed bytes left over.
 //
-// Round trip: Unmarshal(Marshal(ix)) is reflect.DeepEqual to ix when every ModTime is in UTC
-// without a monotonic clock reading (t.UTC() normalizes both); nil and empty slices are kept
-// apart. Any other location is not stored: the instant is kept, the location becomes UTC.
+// Round trip: Unmarshal(Marshal(ix)) is reflect.DeepEqual to ix; nil and empty slices are
+// kept apart. The TOC holds the string table as the file does: decoded as it is, written as
+// it is, and built (Build, NewTOC) in the order of first use by uname, gname, linkname, PAX
+// keys and values. Decoding builds the TOC as Build does, so the two compare equal. The
+// zero owner a first entry may point to is uid and gid 0 with uname and gname the table's
+// first empty string (a decoder appends one when there is none, which MarshalBinary writes).
 //
 // Decoding never allocates more than a bounded multiple of the input: counts are checked
 // against the bytes left (every item takes at least one byte per field), windows are capped
@@ -79,8 +82,8 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"math"
 	"sync"
-	"time"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -161,11 +164,6 @@ var (
 	flateReaders = sync.Pool{New: func() any { return flate.NewReader(bytes.NewReader(nil)) }}
 )
 
-type owner struct {
-	uid, gid     int
-	uname, gname string
-}
-
 // MarshalBinary encodes the index in the imgfs layer index format (version IndexVersion).
 // It fails for an index UnmarshalBinary would reject: invalid digests, unknown compression,
 // a checkpoint Bit above 7, a window over 32 KiB or names over the budget described above.
@@ -174,27 +172,15 @@ func (ix *Index) MarshalBinary() ([]byte, error) {
 		return nil, fmt.Errorf("layerindex: cannot encode index: %w", err)
 	}
 
-	// String table, in order of first use.
-	tab := make(map[string]uint64)
+	// The TOC's string table is the file's: it was read from an index file or built in
+	// the order the format has always had.
+	toc := ix.TOC
 	var strs []string
-	intern := func(s string) {
-		if _, ok := tab[s]; !ok {
-			tab[s] = uint64(len(strs))
-			strs = append(strs, s)
-		}
-	}
 	nameBytes, windowBytes := 0, 0
-	for i := range ix.Entries {
-		e := &ix.Entries[i]
-		nameBytes += len(e.Name)
-		intern(e.Uname)
-		intern(e.Gname)
-		if e.Linkname != "" {
-			intern(e.Linkname)
-		}
-		for _, r := range e.PAXRecords {
-			intern(r.Key)
-			intern(r.Value)
+	if toc != nil {
+		strs = toc.strs
+		for i := range toc.chunks {
+			nameBytes += len(toc.chunks[i].names)
 		}
 	}
 	tabBytes := 0
@@ -205,7 +191,7 @@ func (ix *Index) MarshalBinary() ([]byte, error) {
 		windowBytes += len(ix.Checkpoints[i].Window)
 	}
 
-	e := encoder{buf: make([]byte, 0, 256+tabBytes+nameBytes/3+16*len(ix.Entries)+windowBytes/2+16*len(ix.Checkpoints))}
+	e := encoder{buf: make([]byte, 0, 256+tabBytes+nameBytes/3+16*toc.Len()+windowBytes/2+16*len(ix.Checkpoints))}
 	e.buf = append(e.buf, indexMagic...)
 	e.uvarint(IndexVersion)
 
@@ -221,7 +207,7 @@ func (ix *Index) MarshalBinary() ([]byte, error) {
 	if ix.Sequential {
 		hf |= hdrSequential
 	}
-	if ix.Entries != nil {
+	if toc != nil {
 		hf |= hdrEntries
 	}
 	if ix.Checkpoints != nil {
@@ -236,68 +222,11 @@ func (ix *Index) MarshalBinary() ([]byte, error) {
 	}
 
 	// Entries.
-	e.uvarint(uint64(len(ix.Entries)))
-	var (
-		prevName       string
-		prevSec, prevO int64
-		prevOwner      owner
-		budget         nameBudget
-	)
-	for i := range ix.Entries {
-		ent := &ix.Entries[i]
-		sec, nsec := ent.ModTime.Unix(), ent.ModTime.Nanosecond()
-		own := owner{ent.UID, ent.GID, ent.Uname, ent.Gname}
-		var f byte
-		if nsec != 0 {
-			f |= entNsec
+	e.uvarint(uint64(toc.Len()))
+	if toc != nil {
+		if err := e.entries(toc); err != nil {
+			return nil, fmt.Errorf("layerindex: cannot encode index: %w", err)
 		}
-		if ent.Linkname != "" {
-			f |= entLink
-		}
-		if ent.PAXRecords != nil {
-			f |= entPAX
-		}
-		if ent.Devmajor != 0 || ent.Devminor != 0 {
-			f |= entDev
-		}
-		if own == prevOwner {
-			f |= entSameOwner
-		}
-		e.buf = append(e.buf, f, ent.Type)
-		p := commonPrefix(prevName, ent.Name)
-		if !budget.add(len(ent.Name), p) {
-			return nil, fmt.Errorf("layerindex: cannot encode index: entry %d: %v", i, &budget)
-		}
-		e.uvarint(uint64(p))
-		e.str(ent.Name[p:])
-		e.varint(ent.Mode)
-		if f&entSameOwner == 0 {
-			e.varint(int64(ent.UID))
-			e.varint(int64(ent.GID))
-			e.uvarint(tab[ent.Uname])
-			e.uvarint(tab[ent.Gname])
-		}
-		e.varint(sec - prevSec)
-		if nsec != 0 {
-			e.uvarint(uint64(nsec))
-		}
-		e.uvarint(uint64(ent.Size))
-		if f&entDev != 0 {
-			e.varint(ent.Devmajor)
-			e.varint(ent.Devminor)
-		}
-		e.varint(ent.Offset - prevO)
-		if f&entLink != 0 {
-			e.uvarint(tab[ent.Linkname])
-		}
-		if f&entPAX != 0 {
-			e.uvarint(uint64(len(ent.PAXRecords)))
-			for _, r := range ent.PAXRecords {
-				e.uvarint(tab[r.Key])
-				e.uvarint(tab[r.Value])
-			}
-		}
-		prevName, prevSec, prevO, prevOwner = ent.Name, sec, ent.Offset, own
 	}
 
 	// Checkpoints.
@@ -422,6 +351,87 @@ func (e *encoder) uvarint(v uint64) { e.buf = binary.AppendUvarint(e.buf, v) }
 func (e *encoder) varint(v int64)   { e.buf = binary.AppendVarint(e.buf, v) }
 func (e *encoder) str(s string)     { e.uvarint(uint64(len(s))); e.buf = append(e.buf, s...) }
 
+func (e *encoder) entries(toc *TOC) error {
+	var (
+		prevName       string
+		prevSec, prevO int64
+		prevOwner      uint32
+		budget         nameBudget
+	)
+	i := 0
+	for ci := range toc.chunks {
+		c := &toc.chunks[ci]
+		start := uint32(0)
+		for j := range c.recs {
+			r := &c.recs[j]
+			name := c.names[start:r.name]
+			start = r.name
+			var x *tocExtra
+			if r.extra != 0 {
+				x = &toc.extras[r.extra-1]
+			}
+			var f byte
+			if x != nil && x.nsec != 0 {
+				f |= entNsec
+			}
+			if r.link != 0 {
+				f |= entLink
+			}
+			if x != nil && x.pax != nil {
+				f |= entPAX
+			}
+			if x != nil && (x.devmajor != 0 || x.devminor != 0) {
+				f |= entDev
+			}
+			// The first entry's owner is compared with the zero owner.
+			if i > 0 && r.owner == prevOwner || i == 0 && toc.owners[r.owner] == toc.zeroOwner() {
+				f |= entSameOwner
+			}
+			e.buf = append(e.buf, f, r.typ)
+			p := commonPrefix(prevName, name)
+			if !budget.add(len(name), p) {
+				return fmt.Errorf("entry %d: %v", i, &budget)
+			}
+			e.uvarint(uint64(p))
+			e.str(name[p:])
+			mode := int64(r.mode)
+			if x != nil && x.fullMode {
+				mode = x.mode
+			}
+			e.varint(mode)
+			if f&entSameOwner == 0 {
+				o := &toc.owners[r.owner]
+				e.varint(int64(o.uid))
+				e.varint(int64(o.gid))
+				e.uvarint(uint64(o.uname))
+				e.uvarint(uint64(o.gname))
+			}
+			e.varint(r.mtime - prevSec)
+			if f&entNsec != 0 {
+				e.uvarint(uint64(x.nsec))
+			}
+			e.uvarint(uint64(r.size))
+			if f&entDev != 0 {
+				e.varint(x.devmajor)
+				e.varint(x.devminor)
+			}
+			e.varint(r.offset - prevO)
+			if f&entLink != 0 {
+				e.uvarint(uint64(r.link - 1))
+			}
+			if f&entPAX != 0 {
+				e.uvarint(uint64(len(x.pax)))
+				for _, ref := range x.paxRefs {
+					e.uvarint(uint64(ref))
+				}
+			}
+			prevName, prevSec, prevO, prevOwner = name, r.mtime, r.offset, r.owner
+			i++
+		}
+	}
+	return nil
+}
+
 // UnmarshalBinary decodes an index written by MarshalBinary. Truncated, damaged or foreign
 // data yields an error wrapping ErrCorruptIndex that names the byte offset where decoding
 // failed; an index of another format version yields an error wrapping ErrIndexVersion. On
@@ -431,7 +441,7 @@ func (ix *Index) UnmarshalBinary(data []byte) error {
 }
 
 // UnmarshalWithoutEntries decodes an index as UnmarshalBinary does, checking every byte
-// the same way, but leaves Entries nil: what a Reader of the uncompressed stream needs.
+// the same way, but leaves TOC nil: what a Reader of the uncompressed stream needs.
 // The table of contents is most of an index's memory and decoding time, and an export of
 // the layer never looks at it.
 func (ix *Index) UnmarshalWithoutEntries(data []byte) error {
@@ -569,18 +579,18 @@ func (d *decoder) take(what string) []byte {
 	return b
 }
 
-// ref reads a string table index.
-func (d *decoder) ref(what string) string {
+// ref reads a string table index and checks it.
+func (d *decoder) ref(what string) uint32 {
 	off := d.off
 	i := d.uvarint(what)
 	if d.err != nil {
-		return ""
+		return 0
 	}
 	if i >= uint64(len(d.strs)) {
 		d.fail(off, "%s: string index %d out of range [0,%d)", what, i, len(d.strs))
-		return ""
+		return 0
 	}
-	return d.strs[i]
+	return uint32(i)
 }
 
 func (d *decoder) digest(what string) digest.Digest {
@@ -625,7 +635,11 @@ func (d *decoder) index(ix *Index) {
 }
 
 func (d *decoder) stringTable() {
+	off := d.off
 	n := d.count("string count", minStringSize)
+	if n > math.MaxUint32 {
+		d.fail(off, "string count %d over 2^32", n)
+	}
 	start := d.off
 	for range n {
 		d.take("string")
@@ -658,125 +672,123 @@ func (d *decoder) entries(ix *Index, nonNil bool) {
 	if !nonNil {
 		return
 	}
-	// Names are built front-coded into one buffer, then copied into one string they slice.
-	// Skipping, the buffer keeps only the previous name and one entry is decoded over and
-	// over: the same checks, nothing kept.
-	var (
-		ents    []Entry
-		names   []byte
-		ends    []int
-		scratch Entry
-	)
-	if d.skipEntries {
-		names = make([]byte, 0, 4096)
-	} else {
-		ents = make([]Entry, n)
-		names = make([]byte, 0, min(len(d.data), 64*n))
-		ends = make([]int, n)
+	// Names are front-coded: each is built over the previous one in prev. Skipping, every
+	// entry is decoded and checked the same, and nothing is kept.
+	var b *tocBuilder
+	if !d.skipEntries {
+		b = &tocBuilder{}
+		b.reserve(n)
+		b.t.strs = d.strs
 	}
 	var (
-		prevStart, prevEnd int
-		prevSec, prevO     int64
-		prevOwner          owner
-		budget             nameBudget
+		prev           []byte
+		prevSec, prevO int64
+		prevOwner      uint32
+		ownerKnown     bool // prevOwner is set; else it is the zero owner
+		budget         nameBudget
+		x              tocExtra
 	)
 	for i := range n {
-		e := &scratch
-		if ents != nil {
-			e = &ents[i]
-		}
 		off := d.off
 		f := d.byte("entry flags")
 		if f&^entKnown != 0 {
 			d.fail(off, "entry %d: unknown flags %#x", i, f)
 		}
-		e.Type = d.byte("entry type")
+		r := tocRec{typ: d.byte("entry type")}
 
 		off = d.off
 		p := d.uvarint("name prefix length")
-		if p > uint64(prevEnd-prevStart) {
-			d.fail(off, "entry %d: name prefix length %d > previous name length %d", i, p, prevEnd-prevStart)
+		if p > uint64(len(prev)) {
+			d.fail(off, "entry %d: name prefix length %d > previous name length %d", i, p, len(prev))
 		}
 		off = d.off
 		sfx := d.take("name suffix")
 		if d.err != nil {
 			return
 		}
-		prev := names[prevStart:prevEnd]
 		if !budget.add(int(p)+len(sfx), int(p)+commonPrefixBytes(prev[p:], sfx)) {
 			d.fail(off, "entry %d: %v", i, &budget)
 			return
 		}
-		start := len(names)
-		names = append(names, names[prevStart:prevStart+int(p)]...)
-		names = append(names, sfx...)
-		if ends == nil {
-			names = append(names[:0], names[start:]...)
-			start = 0
-		} else {
-			ends[i] = len(names)
-		}
-		prevStart, prevEnd = start, len(names)
+		prev = append(prev[:p], sfx...)
 
-		e.Mode = d.varint("mode")
+		x = tocExtra{}
+		if mode := d.varint("mode"); int64(int32(mode)) == mode {
+			r.mode = int32(mode)
+		} else {
+			x.fullMode, x.mode = true, mode
+		}
 		if f&entSameOwner != 0 {
-			e.UID, e.GID, e.Uname, e.Gname = prevOwner.uid, prevOwner.gid, prevOwner.uname, prevOwner.gname
+			if !ownerKnown && b != nil {
+				prevOwner, ownerKnown = b.owner(b.zeroOwner()), true
+			}
 		} else {
 			off = d.off
 			uid, gid := d.varint("uid"), d.varint("gid")
 			if int64(int(uid)) != uid || int64(int(gid)) != gid {
 				d.fail(off, "entry %d: uid %d or gid %d overflows int", i, uid, gid)
 			}
-			e.UID, e.GID = int(uid), int(gid)
-			e.Uname = d.ref("uname")
-			e.Gname = d.ref("gname")
-			prevOwner = owner{e.UID, e.GID, e.Uname, e.Gname}
+			o := tocOwner{uid: int(uid), gid: int(gid), uname: d.ref("uname"), gname: d.ref("gname")}
+			if b != nil && d.err == nil {
+				prevOwner, ownerKnown = b.owner(o), true
+			}
 		}
-		sec := prevSec + d.varint("mtime")
-		var nsec uint64
+		r.owner = prevOwner
+		r.mtime = prevSec + d.varint("mtime")
+		prevSec = r.mtime
 		if f&entNsec != 0 {
 			off = d.off
-			nsec = d.uvarint("mtime nanoseconds")
+			nsec := d.uvarint("mtime nanoseconds")
 			if nsec == 0 || nsec >= 1e9 {
 				d.fail(off, "entry %d: mtime nanoseconds %d out of range (0,1e9)", i, nsec)
 			}
+			x.nsec = int32(nsec)
 		}
-		e.ModTime = time.Unix(sec, int64(nsec)).UTC()
-		prevSec = sec
-		e.Size = int64(d.uvarint("size"))
+		r.size = int64(d.uvarint("size"))
 		if f&entDev != 0 {
-			e.Devmajor = d.varint("devmajor")
-			e.Devminor = d.varint("devminor")
+			x.devmajor = d.varint("devmajor")
+			x.devminor = d.varint("devminor")
 		}
-		e.Offset = prevO + d.varint("offset")
-		prevO = e.Offset
+		r.offset = prevO + d.varint("offset")
+		prevO = r.offset
 		if f&entLink != 0 {
-			e.Linkname = d.ref("linkname")
+			r.link = d.ref("linkname") + 1
 		}
 		if f&entPAX != 0 {
 			k := d.count("PAX record count", minRecordSize)
 			if d.err != nil {
 				return
 			}
-			e.PAXRecords = make([]Record, k)
-			for j := range e.PAXRecords {
-				e.PAXRecords[j] = Record{Key: d.ref("PAX key"), Value: d.ref("PAX value")}
+			x.pax = make([]Record, k)
+			x.paxRefs = make([]uint32, 2*k)
+			for j := range x.pax {
+				key, val := d.ref("PAX key"), d.ref("PAX value")
+				if d.err != nil {
+					return
+				}
+				x.paxRefs[2*j], x.paxRefs[2*j+1] = key, val
+				x.pax[j] = Record{Key: d.strs[key], Value: d.strs[val]}
 			}
 		}
 		if d.err != nil {
 			return
 		}
+		if b == nil {
+			continue
+		}
+		b.names = append(b.names, prev...)
+		if err := b.push(r, &x); err != nil {
+			d.fail(off, "entry %d: %v", i, err)
+			return
+		}
 	}
-	if ents == nil {
+	if b == nil || d.err != nil {
 		return
 	}
-	all := string(names)
-	start := 0
-	for i := range ents {
-		ents[i].Name = all[start:ends[i]]
-		start = ends[i]
+	ix.TOC = b.finish()
+	if len(ix.TOC.strs) == 0 {
+		ix.TOC.strs = nil // as Build leaves it
 	}
-	ix.Entries = ents
 }
 
 func (d *decoder) checkpoints(ix *Index, nonNil bool) {

@@ -181,8 +181,8 @@ func ixfLayer(seed uint64, nEntries int, total int64, nCheckpoints int) *Index {
 		Compression: Gzip,
 		DiffID:      ixfDiffID,
 		SpanSize:    DefaultSpanSize,
-		Entries:     make([]Entry, 0, len(paths)),
 	}
+	ents := make([]Entry, 0, len(paths))
 	for _, p := range paths {
 		e := Entry{Name: p, Uname: "root", Gname: "root"}
 		if strings.HasSuffix(p, "/") {
@@ -203,16 +203,16 @@ func ixfLayer(seed uint64, nEntries int, total int64, nCheckpoints int) *Index {
 				e.Size = min(e.Size, total/20)
 			}
 		}
-		ix.Entries = append(ix.Entries, e)
+		ents = append(ents, e)
 	}
 	var data int64
-	for _, e := range ix.Entries {
+	for _, e := range ents {
 		data += e.Size
 	}
-	scale := float64(total-int64(len(ix.Entries))*1024) / float64(data)
+	scale := float64(total-int64(len(ents))*1024) / float64(data)
 	var off int64
-	for i := range ix.Entries {
-		e := &ix.Entries[i]
+	for i := range ents {
+		e := &ents[i]
 		e.Size = int64(float64(e.Size) * scale)
 		off += 512
 		if len(e.Name) > 100 {
@@ -222,6 +222,7 @@ func ixfLayer(seed uint64, nEntries int, total int64, nCheckpoints int) *Index {
 		off += (e.Size + 511) &^ 511
 	}
 	off += 1024
+	ix.TOC = NewTOC(ents)
 	ix.Size = off
 	ix.BlobSize = off * 35 / 100
 	for i := range nCheckpoints {
@@ -253,13 +254,14 @@ const (
 func ixfRich() *Index {
 	ix := ixfLayer(1, 200, 8<<20, 3)
 	rng := rand.New(rand.NewPCG(2, 2))
-	last := ix.Entries[len(ix.Entries)-1]
+	ents := ix.TOC.Entries()
+	last := ents[len(ents)-1]
 	off := last.Offset + last.Size + 4096
 	t0 := time.Unix(1_700_000_000, 0).UTC()
 	longDir := "opt/" + strings.Repeat("very-long-directory-name-", 12) // > 255 bytes with a file
 	capability := "\x01\x00\x00\x02\x00\x30\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
 	var firstFile string
-	for _, e := range ix.Entries {
+	for _, e := range ents {
 		if e.Type == ixfReg {
 			firstFile = e.Name
 			break
@@ -275,7 +277,7 @@ func ixfRich() *Index {
 		off += 512
 		e.Offset = off
 		off += (e.Size + 511) &^ 511
-		ix.Entries = append(ix.Entries, e)
+		ents = append(ents, e)
 	}
 	add(Entry{Name: "dev/", Type: ixfDir, Mode: 0o755})
 	add(Entry{Name: "dev/console", Type: ixfChar, Mode: 0o600, Devmajor: 5, Devminor: 1})
@@ -313,10 +315,18 @@ func ixfRich() *Index {
 	add(Entry{Name: "usr/bin/mode-bits", Type: ixfReg, Mode: 0o7777 | 0o170000, Size: math.MaxInt64})
 	add(Entry{Name: "", Type: 'x', Mode: -1})
 	add(Entry{Name: "usr", Type: 'g', Mode: 0})
-	ix.Entries[len(ix.Entries)-1].ModTime = time.Time{} // zero Time is UTC without location
+	ents[len(ents)-1].ModTime = time.Time{} // zero Time is UTC without location
 	// An entry whose offset goes backwards.
 	add(Entry{Name: "usr/zz-backwards", Type: ixfReg, Mode: 0o644, Size: 1})
-	ix.Entries[len(ix.Entries)-1].Offset = 17
+	ents[len(ents)-1].Offset = 17
+	// Modes an int32 does not hold.
+	add(Entry{Name: "usr/zz-mode-big", Type: ixfReg, Mode: 1 << 40})
+	add(Entry{Name: "usr/zz-mode-min", Type: ixfReg, Mode: math.MinInt64})
+	// The zero owner again after others, and a device with a sub-second mtime and PAX records.
+	add(Entry{Name: "usr/zz-zero-owner", Type: ixfReg, Uname: "", Gname: "", UID: 0, GID: 0, Mode: 0o600})
+	add(Entry{Name: "usr/zz-all-extra", Type: ixfBlock, Mode: 1 << 33, Devmajor: 7, ModTime: time.Unix(5, 5).UTC(),
+		PAXRecords: []Record{{Key: "SCHILY.xattr.user.a", Value: "b"}}})
+	ix.TOC = NewTOC(ents)
 	ix.Size = off + 1024
 
 	ix.Checkpoints = append(ix.Checkpoints,
@@ -337,7 +347,7 @@ func ixfSmall() *Index {
 	return &Index{
 		BlobDigest: ixfBlob, MediaType: "application/vnd.oci.image.layer.v1.tar+gzip", Compression: Gzip,
 		BlobSize: 4000, Size: 12288, DiffID: ixfDiffID, SpanSize: 4096,
-		Entries: []Entry{
+		TOC: NewTOC([]Entry{
 			{Name: "etc/", Type: ixfDir, Mode: 0o755, Uname: "root", Gname: "root", ModTime: t0, Offset: 512},
 			{Name: "etc/hostname", Type: ixfReg, Mode: 0o644, Uname: "root", Gname: "root", ModTime: t0, Size: 7, Offset: 1536},
 			{Name: "etc/ping", Type: ixfReg, Mode: 0o4755, UID: 1, GID: 2, Uname: "daemon", Gname: "bin",
@@ -345,7 +355,7 @@ func ixfSmall() *Index {
 				PAXRecords: []Record{{Key: "SCHILY.xattr.security.capability", Value: "\x01\x00\x00\x02\x00\x30"}}},
 			{Name: "etc/ping6", Type: ixfHardlink, Mode: 0o4755, Linkname: "etc/ping", ModTime: t0, Offset: 6656},
 			{Name: "dev/null", Type: ixfChar, Mode: 0o666, Devmajor: 1, Devminor: 3, ModTime: t0, Offset: 7680},
-		},
+		}),
 		Checkpoints: []Checkpoint{
 			{Member: true},
 			{In: 1500, Bit: 5, Out: 4096, Window: ixfText(rng, 300)},
@@ -384,17 +394,21 @@ func ixfRoundTrip(t *testing.T, ix *Index) []byte {
 func ixfDiff(t *testing.T, want, got *Index) {
 	t.Helper()
 	w, g := *want, *got
-	w.Entries, w.Checkpoints, g.Entries, g.Checkpoints = nil, nil, nil, nil
+	w.TOC, w.Checkpoints, g.TOC, g.Checkpoints = nil, nil, nil, nil
 	if !reflect.DeepEqual(w, g) {
 		t.Errorf("header: got %+v, want %+v", g, w)
 	}
-	if len(want.Entries) != len(got.Entries) || (want.Entries == nil) != (got.Entries == nil) {
-		t.Errorf("entries: got %d (nil %v), want %d (nil %v)", len(got.Entries), got.Entries == nil, len(want.Entries), want.Entries == nil)
+	we, ge := want.TOC.Entries(), got.TOC.Entries()
+	if len(we) != len(ge) || (we == nil) != (ge == nil) {
+		t.Errorf("entries: got %d (nil %v), want %d (nil %v)", len(ge), ge == nil, len(we), we == nil)
 	}
-	for i := range min(len(want.Entries), len(got.Entries)) {
-		if !reflect.DeepEqual(want.Entries[i], got.Entries[i]) {
-			t.Errorf("entry %d:\n got %#v\nwant %#v", i, got.Entries[i], want.Entries[i])
+	for i := range min(len(we), len(ge)) {
+		if !reflect.DeepEqual(we[i], ge[i]) {
+			t.Errorf("entry %d:\n got %#v\nwant %#v", i, ge[i], we[i])
 		}
+	}
+	if len(we) == len(ge) && !reflect.DeepEqual(want.TOC, got.TOC) {
+		t.Errorf("same entries, different packing:\n got %#v\nwant %#v", got.TOC, want.TOC)
 	}
 	if len(want.Checkpoints) != len(got.Checkpoints) || (want.Checkpoints == nil) != (got.Checkpoints == nil) {
 		t.Errorf("checkpoints: got %d, want %d", len(got.Checkpoints), len(want.Checkpoints))
@@ -421,7 +435,7 @@ func ixfFixCRC(data []byte) []byte {
 func TestIndexFileRoundTrip(t *testing.T) {
 	rich := ixfRich()
 	data := ixfRoundTrip(t, rich)
-	t.Logf("rich index: %d entries, %d checkpoints, %d bytes", len(rich.Entries), len(rich.Checkpoints), len(data))
+	t.Logf("rich index: %d entries, %d checkpoints, %d bytes", rich.TOC.Len(), len(rich.Checkpoints), len(data))
 
 	base := func() *Index {
 		return &Index{BlobDigest: ixfBlob, DiffID: ixfDiffID, SpanSize: DefaultSpanSize}
@@ -431,12 +445,12 @@ func TestIndexFileRoundTrip(t *testing.T) {
 		"nil entries and checkpoints": base(),
 		"empty entries and checkpoints": func() *Index {
 			ix := base()
-			ix.Entries, ix.Checkpoints = []Entry{}, []Checkpoint{}
+			ix.TOC, ix.Checkpoints = NewTOC([]Entry{}), []Checkpoint{}
 			return ix
 		}(),
 		"zero entries": func() *Index {
 			ix := ixfSmall()
-			ix.Entries = nil
+			ix.TOC = nil
 			return ix
 		}(),
 		"zero checkpoints, uncompressed": func() *Index {
@@ -455,7 +469,7 @@ func TestIndexFileRoundTrip(t *testing.T) {
 			ix := base()
 			ix.BlobSize, ix.Size, ix.SpanSize = math.MaxInt64, -1, math.MinInt64
 			ix.Checkpoints = []Checkpoint{{In: math.MinInt64, Out: math.MaxInt64, Bit: 7}, {In: math.MaxInt64, Out: math.MinInt64}}
-			ix.Entries = []Entry{{Offset: math.MaxInt64, ModTime: time.Unix(math.MaxInt64/2, 0).UTC()}, {Offset: math.MinInt64}}
+			ix.TOC = NewTOC([]Entry{{Offset: math.MaxInt64, ModTime: time.Unix(math.MaxInt64/2, 0).UTC()}, {Offset: math.MinInt64}})
 			return ix
 		}(),
 	}
@@ -464,22 +478,25 @@ func TestIndexFileRoundTrip(t *testing.T) {
 	}
 }
 
-// A local or monotonic ModTime keeps its instant; the decoded time is in UTC.
+// A local or monotonic ModTime keeps its instant: packed and decoded, the time is in UTC.
 func TestIndexFileModTimeUTC(t *testing.T) {
 	ix := ixfSmall()
-	now := time.Now()
-	loc := time.FixedZone("X", 3600)
-	ix.Entries[0].ModTime = now
-	ix.Entries[1].ModTime = time.Date(2020, 1, 2, 3, 4, 5, 6, loc)
+	ents := ix.TOC.Entries()
+	ents[0].ModTime = time.Now()
+	ents[1].ModTime = time.Date(2020, 1, 2, 3, 4, 5, 6, time.FixedZone("X", 3600))
+	ix.TOC = NewTOC(ents)
 	var got Index
 	if err := got.UnmarshalBinary(ixfEncode(t, ix)); err != nil {
 		t.Fatal(err)
 	}
-	for i := range ix.Entries {
-		ix.Entries[i].ModTime = ix.Entries[i].ModTime.UTC()
-	}
 	if !reflect.DeepEqual(&got, ix) {
 		ixfDiff(t, ix, &got)
+	}
+	for i, e := range got.TOC.All() {
+		want := ents[i].ModTime.UTC()
+		if e.ModTime != want || e.ModTime.Location() != time.UTC {
+			t.Errorf("entry %d: ModTime %#v, want %#v", i, e.ModTime, want)
+		}
 	}
 }
 
@@ -776,10 +793,11 @@ func TestMarshalIndexRejects(t *testing.T) {
 		"window over 32 KiB":  func(ix *Index) { ix.Checkpoints[1].Window = make([]byte, 32<<10+1) },
 		"names over budget": func(ix *Index) {
 			long := strings.Repeat("deep/", 1000)
-			ix.Entries = nil
+			var ents []Entry
 			for i := range 2000 {
-				ix.Entries = append(ix.Entries, Entry{Name: fmt.Sprintf("%s%04d", long, i)})
+				ents = append(ents, Entry{Name: fmt.Sprintf("%s%04d", long, i)})
 			}
+			ix.TOC = NewTOC(ents)
 		},
 	}
 	for name, mutate := range cases {
@@ -793,11 +811,12 @@ func TestMarshalIndexRejects(t *testing.T) {
 	}
 	// Just inside the name budget: long names with short new suffixes still encode.
 	ix := ixfSmall()
-	ix.Entries = nil
 	long := strings.Repeat("d/", 250)
+	var ents []Entry
 	for i := range 2000 {
-		ix.Entries = append(ix.Entries, Entry{Name: fmt.Sprintf("%s%04d", long, i)})
+		ents = append(ents, Entry{Name: fmt.Sprintf("%s%04d", long, i)})
 	}
+	ix.TOC = NewTOC(ents)
 	ixfRoundTrip(t, ix)
 }
 
@@ -812,15 +831,15 @@ func TestIndexFileSize(t *testing.T) {
 	noWin.Checkpoints = nil
 	entriesOnly := ixfEncode(t, &noWin)
 	var names, windows int
-	for _, e := range ix.Entries {
+	for _, e := range ix.TOC.All() {
 		names += len(e.Name)
 	}
 	for _, c := range ix.Checkpoints {
 		windows += len(c.Window)
 	}
-	t.Logf("%d entries (%d name bytes), %d checkpoints (%d window bytes), tar %d bytes", len(ix.Entries), names, len(ix.Checkpoints), windows, ix.Size)
+	t.Logf("%d entries (%d name bytes), %d checkpoints (%d window bytes), tar %d bytes", ix.TOC.Len(), names, len(ix.Checkpoints), windows, ix.Size)
 	t.Logf("encoded: %d bytes = %.3f%% of 300 MB (entries %d bytes, %.1f/entry; checkpoints %d bytes, windows %.2fx)",
-		len(data), pct, len(entriesOnly), float64(len(entriesOnly))/float64(len(ix.Entries)),
+		len(data), pct, len(entriesOnly), float64(len(entriesOnly))/float64(ix.TOC.Len()),
 		len(data)-len(entriesOnly), float64(windows)/float64(len(data)-len(entriesOnly)))
 	if pct > 1.5 {
 		t.Errorf("index is %.3f%% of the layer, want <= 1.5%%", pct)
@@ -858,7 +877,7 @@ func ixfCheckDecode(t testing.TB, data []byte) bool {
 	var ix, lean Index
 	err := ix.UnmarshalBinary(data)
 	// Skipping the entries checks them all the same: the same error, or the same index
-	// but for Entries.
+	// but for the TOC.
 	leanErr := lean.UnmarshalWithoutEntries(data)
 	if fmt.Sprint(err) != fmt.Sprint(leanErr) {
 		t.Fatalf("UnmarshalBinary: %v, but UnmarshalWithoutEntries: %v", err, leanErr)
@@ -869,13 +888,13 @@ func ixfCheckDecode(t testing.TB, data []byte) bool {
 		}
 		return false
 	}
-	if lean.Entries != nil {
+	if lean.TOC != nil {
 		t.Fatal("UnmarshalWithoutEntries kept entries")
 	}
 	full := ix
-	full.Entries = nil
+	full.TOC = nil
 	if !reflect.DeepEqual(&full, &lean) {
-		t.Fatal("UnmarshalWithoutEntries differs from UnmarshalBinary beyond Entries")
+		t.Fatal("UnmarshalWithoutEntries differs from UnmarshalBinary beyond the TOC")
 	}
 	enc, err := ix.MarshalBinary()
 	if err != nil {

@@ -81,13 +81,16 @@ type Index struct {
 	// from the span cache.
 	Sequential bool
 
-	Entries []Entry
+	// TOC is the table of contents: every tar entry, in stream order. It is nil when the
+	// index was decoded without it (UnmarshalWithoutEntries).
+	TOC *TOC
 	// Checkpoints are ascending by Out, and Checkpoints[0].Out == 0. A plain layer has
 	// one, at the start, for the CRCs of its SpanSize pieces.
 	Checkpoints []Checkpoint
 }
 
-// Entry is one tar header of a layer, as archive/tar reads it, plus where its data is.
+// Entry is one tar header of a layer, as archive/tar reads it, plus where its data is. A
+// TOC holds entries packed; TOC.At returns one as an Entry.
 type Entry struct {
 	Name     string
 	Linkname string

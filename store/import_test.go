@@ -352,7 +352,7 @@ func checkImported(t *testing.T, s *Store, ref string, want testImg) Image {
 		t.Fatal(err)
 	}
 	var names []string
-	for _, e := range ix0.Entries {
+	for _, e := range ix0.TOC.All() {
 		names = append(names, fmt.Sprintf("%s %c %s", e.Name, e.Type, e.Linkname))
 	}
 	for _, w := range []string{"bin 2 usr/bin", "usr/bin/tool2 1 usr/bin/tool", "usr/bin/ 5 "} {
@@ -539,7 +539,7 @@ func TestImportHelloWorldV25(t *testing.T) {
 		t.Fatalf("image %s manifest %s layers %v", img.ID, img.Descriptor.Digest, img.Manifest.Layers)
 	}
 	ix, err := s.LayerIndex(img.Manifest.Layers[0])
-	if err != nil || ix.DiffID != layer || len(ix.Entries) != 1 || ix.Entries[0].Name != "hello" {
+	if err != nil || ix.DiffID != layer || ix.TOC.Len() != 1 || ix.TOC.Name(0) != "hello" {
 		t.Fatalf("layer index: %v", err)
 	}
 	// Untagged, once however often imported.

@@ -41,7 +41,7 @@ func TestLayerIndex(t *testing.T) {
 	}
 	wg.Wait()
 	ix := results[0]
-	if ix == nil || ix.BlobDigest != a.Layer.Digest || ix.Compression != layerindex.Gzip || len(ix.Entries) != 2 {
+	if ix == nil || ix.BlobDigest != a.Layer.Digest || ix.Compression != layerindex.Gzip || ix.TOC.Len() != 2 {
 		t.Fatalf("LayerIndex = %+v", ix)
 	}
 	if again, _ := s.LayerIndex(a.Layer); again != ix {
@@ -111,7 +111,7 @@ func TestLayerStream(t *testing.T) {
 
 	// No stored index yet: built (with entries) and stored.
 	built, err := s.LayerStream(a.Layer)
-	if err != nil || len(built.Entries) != 2 {
+	if err != nil || built.TOC.Len() != 2 {
 		t.Fatalf("LayerStream with no stored index = %+v, %v", built, err)
 	}
 	stored, err := os.ReadFile(path)
@@ -125,14 +125,14 @@ func TestLayerStream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if lean.Entries != nil || lean.DiffID != built.DiffID || lean.Size != built.Size ||
+	if lean.TOC != nil || lean.DiffID != built.DiffID || lean.Size != built.Size ||
 		len(lean.Checkpoints) != len(built.Checkpoints) {
 		t.Fatalf("LayerStream = %+v, want the index %+v without entries", lean, built)
 	}
 	if again, _ := s2.LayerStream(a.Layer); again != lean {
 		t.Fatal("not kept in memory")
 	}
-	if full, _ := s2.LayerIndex(a.Layer); len(full.Entries) != 2 {
+	if full, _ := s2.LayerIndex(a.Layer); full.TOC.Len() != 2 {
 		t.Fatal("LayerIndex after LayerStream has no entries")
 	}
 	s3, _ := Open(s.Root())
@@ -217,7 +217,7 @@ func TestWriteLayer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.n != int64(len(blob)) || !s.HasBlob(desc.Digest) || len(ix.Entries) != 2 || ix.MediaType != desc.MediaType {
+	if r.n != int64(len(blob)) || !s.HasBlob(desc.Digest) || ix.TOC.Len() != 2 || ix.MediaType != desc.MediaType {
 		t.Fatalf("read %d of %d bytes; index %+v", r.n, len(blob), ix)
 	}
 	if _, err := os.Stat(s.layerIndexPath(desc.Digest)); err != nil {

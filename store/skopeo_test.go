@@ -69,7 +69,7 @@ func TestSkopeo(t *testing.T) {
 	if img.Name.String() != "docker.io/library/busybox:latest" || img.ID != bb.Config || img.Descriptor.Digest != bb.Manifest.Digest {
 		t.Fatalf("busybox = %v %s %s", img.Name, img.ID, img.Descriptor.Digest)
 	}
-	if ix, err := s.LayerIndex(img.Manifest.Layers[0]); err != nil || len(ix.Entries) != 1 || ix.Entries[0].Name != "bin/busybox" {
+	if ix, err := s.LayerIndex(img.Manifest.Layers[0]); err != nil || ix.TOC.Len() != 1 || ix.TOC.Name(0) != "bin/busybox" {
 		t.Fatalf("LayerIndex of skopeo's copy: %v", err)
 	}
 	if img, err := s.Resolve("multi:1"); err != nil || img.ID != host.Config {

@@ -127,7 +127,7 @@ func inspect(s *store.Store, img store.Image) (*inspectOut, error) {
 		if ix != nil {
 			il.Index.Size = ix.Size
 			il.Index.Compression = ix.Compression.String()
-			il.Index.Entries = len(ix.Entries)
+			il.Index.Entries = ix.TOC.Len()
 			il.Index.Checkpoints = len(ix.Checkpoints)
 			if il.DiffID != "" && ix.DiffID != il.DiffID {
 				il.Index.DiffIDMismatch = ix.DiffID

@@ -61,7 +61,7 @@ type node struct {
 	name   string // a substring of an Entry's name (or of its cleaned form)
 	parent Node
 	layer  int32  // layer of the entry shown; -1 for a synthetic directory
-	entry  uint32 // index in layers[layer].Entries
+	entry  uint32 // index in layers[layer].TOC
 	kids   uint32 // first child; noKids for non-directories
 	nkids  uint32
 	inode  Node
@@ -130,13 +130,14 @@ func (t *Tree) Parent(n Node) Node { return t.nodes[n].parent }
 // a symlink, ...), never the link's own entry. For a directory without an entry of its own
 // (implied by a path, or the root when no layer has "./"), it is (-1, e) with e a synthetic
 // directory entry: Type '5', Mode 0755, uid/gid 0, ModTime the Unix epoch, Name "". The
-// entry is shared and must not be modified; its Name is as the tar gave it: use Path.
-func (t *Tree) Entry(n Node) (layer int, e *layerindex.Entry) {
+// entry's slices and strings are shared and must not be modified; its Name is as the tar
+// gave it: use Path.
+func (t *Tree) Entry(n Node) (layer int, e layerindex.Entry) {
 	nd := &t.nodes[n]
 	if nd.layer < 0 {
-		return -1, &t.synth
+		return -1, t.synth
 	}
-	return int(nd.layer), &t.layers[nd.layer].Entries[nd.entry]
+	return int(nd.layer), t.layers[nd.layer].TOC.At(int(nd.entry))
 }
 
 // Inode returns the node whose identity n shares: for the members of a hard-link group,
@@ -178,7 +179,7 @@ func Merge(layers []*layerindex.Index) (*Tree, error) {
 		if l == nil {
 			return nil, fmt.Errorf("overlay: layer %d is nil", i)
 		}
-		total += len(l.Entries)
+		total += l.TOC.Len()
 	}
 	// Every entry makes at most one node plus its implied parents; keep every count below
 	// what an int32 holds.
@@ -193,8 +194,8 @@ func Merge(layers []*layerindex.Index) (*Tree, error) {
 	b.nodes[0] = tnode{layer: -1, own: -1, stamp: -1, grp: -1, first: -1, next: -1, dir: true}
 	for li, l := range layers {
 		b.cached = -1 // stamps are per layer
-		for ei := range l.Entries {
-			b.apply(int32(li), int32(ei), &l.Entries[ei])
+		for ei := range l.TOC.Len() {
+			b.apply(int32(li), int32(ei), l.TOC)
 		}
 	}
 	return b.finish(layers), nil
@@ -241,9 +242,11 @@ type builder struct {
 	cachedDir string
 }
 
-func (b *builder) apply(li, ei int32, e *layerindex.Entry) {
+// apply applies entry ei of toc, the TOC of layer li.
+func (b *builder) apply(li, ei int32, toc *layerindex.TOC) {
+	typ, name := toc.Type(int(ei)), toc.Name(int(ei))
 	var isDir bool
-	switch e.Type {
+	switch typ {
 	case tar.TypeReg, tar.TypeRegA, tar.TypeCont, tar.TypeSymlink, tar.TypeChar, tar.TypeBlock, tar.TypeFifo, tar.TypeLink:
 	case tar.TypeDir:
 		isDir = true
@@ -253,11 +256,11 @@ func (b *builder) apply(li, ei int32, e *layerindex.Entry) {
 		b.dropped++
 		return
 	}
-	if e.Name == "" || strings.IndexByte(e.Name, 0) >= 0 {
+	if name == "" || strings.IndexByte(name, 0) >= 0 {
 		b.dropped++
 		return
 	}
-	p := CleanPath(e.Name)
+	p := CleanPath(name)
 	if p == "" {
 		if !isDir {
 			b.dropped++
@@ -304,8 +307,8 @@ func (b *builder) apply(li, ei int32, e *layerindex.Entry) {
 	}
 
 	layer, entry, grp := li, ei, int32(-1)
-	if e.Type == tar.TypeLink {
-		target, ok := b.lookup(CleanPath(e.Linkname))
+	if typ == tar.TypeLink {
+		target, ok := b.lookup(CleanPath(toc.Linkname(int(ei))))
 		if !ok || b.nodes[target].dir {
 			b.dropped++
 			return
@@ -464,8 +467,11 @@ func (b *builder) symlink(id int32) (string, bool) {
 	if n.layer < 0 {
 		return "", false
 	}
-	e := &b.layers[n.layer].Entries[n.entry]
-	return e.Linkname, e.Type == tar.TypeSymlink
+	toc := b.layers[n.layer].TOC
+	if toc.Type(int(n.entry)) != tar.TypeSymlink {
+		return "", false
+	}
+	return toc.Linkname(int(n.entry)), true
 }
 
 // lookup finds the live node at path p, following symlinks in its parent directories

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"runtime"
 	"slices"
 	"strings"
@@ -16,7 +17,7 @@ import (
 
 type E = layerindex.Entry
 
-func layer(es ...E) *layerindex.Index { return &layerindex.Index{Entries: es} }
+func layer(es ...E) *layerindex.Index { return &layerindex.Index{TOC: layerindex.NewTOC(es)} }
 
 func dir(name string) E { return E{Name: name, Type: tar.TypeDir, Mode: 0o755} }
 
@@ -81,7 +82,7 @@ func check(t *testing.T, tr *Tree) {
 	for i := range tr.Len() {
 		n := Node(i)
 		l, e := tr.Entry(n)
-		if e == nil || l < -1 {
+		if l < -1 {
 			t.Fatalf("%q: entry (%d, %v)", tr.Path(n), l, e)
 		}
 		if tr.IsDir(n) != (e.Type == tar.TypeDir) {
@@ -151,9 +152,9 @@ func check(t *testing.T, tr *Tree) {
 		if tr.Nlink(n) != inodes[ino] {
 			t.Errorf("%q: nlink %d, group of %d", tr.Path(n), tr.Nlink(n), inodes[ino])
 		}
-		_, e1 := tr.Entry(n)
-		_, e2 := tr.Entry(ino)
-		if e1 != e2 {
+		l1, e1 := tr.Entry(n)
+		l2, e2 := tr.Entry(ino)
+		if l1 != l2 || !reflect.DeepEqual(e1, e2) {
 			t.Errorf("%q: shows another entry than its inode %q", tr.Path(n), tr.Path(ino))
 		}
 	}
@@ -524,16 +525,16 @@ func TestRandom(t *testing.T) {
 	for range 300 {
 		var layers []*layerindex.Index
 		for range 1 + rng.IntN(4) {
-			l := &layerindex.Index{}
+			var es []E
 			for range rng.IntN(30) {
-				l.Entries = append(l.Entries, E{Name: randPath(), Type: types[rng.IntN(len(types))], Linkname: randPath(), Size: rng.Int64N(100)})
+				es = append(es, E{Name: randPath(), Type: types[rng.IntN(len(types))], Linkname: randPath(), Size: rng.Int64N(100)})
 			}
-			layers = append(layers, l)
+			layers = append(layers, layer(es...))
 		}
 		merge(t, layers...)
 		if t.Failed() {
 			for i, l := range layers {
-				for _, e := range l.Entries {
+				for _, e := range l.TOC.All() {
 					t.Logf("layer %d: %q %c %q", i, e.Name, e.Type, e.Linkname)
 				}
 			}
@@ -547,55 +548,53 @@ func TestRandom(t *testing.T) {
 func image(n int) []*layerindex.Index {
 	rng := rand.New(rand.NewPCG(7, 7))
 	mt := time.Unix(1700000000, 0).UTC()
-	base := &layerindex.Index{}
-	add := func(l *layerindex.Index, e E) {
+	var base, upd, top []E
+	add := func(l *[]E, e E) {
 		e.ModTime = mt
 		e.Mode |= 0o644
-		l.Entries = append(l.Entries, e)
+		*l = append(*l, e)
 	}
 	var files []string
-	add(base, dir("./"))
-	for d := 0; len(base.Entries) < n*2/3; d++ {
+	add(&base, dir("./"))
+	for d := 0; len(base) < n*2/3; d++ {
 		dp := fmt.Sprintf("./usr/lib/pkg%03d/sub%d/", d/8, d%8)
 		if d%8 == 0 {
-			add(base, dir(fmt.Sprintf("./usr/lib/pkg%03d/", d/8)))
+			add(&base, dir(fmt.Sprintf("./usr/lib/pkg%03d/", d/8)))
 		}
-		add(base, dir(dp))
+		add(&base, dir(dp))
 		for f := range 10 + rng.IntN(20) {
 			name := fmt.Sprintf("%sfile-%d.so", dp, f)
 			switch rng.IntN(20) {
 			case 0:
-				add(base, sym(name, "file-0.so"))
+				add(&base, sym(name, "file-0.so"))
 			case 1:
 				if len(files) > 0 {
-					add(base, link(name, files[rng.IntN(len(files))]))
+					add(&base, link(name, files[rng.IntN(len(files))]))
 					continue
 				}
 				fallthrough
 			default:
-				add(base, file(name, rng.Int64N(1<<20)))
+				add(&base, file(name, rng.Int64N(1<<20)))
 				files = append(files, name)
 			}
 		}
 	}
-	upd := &layerindex.Index{}
-	for len(upd.Entries) < n/4 {
+	for len(upd) < n/4 {
 		f := files[rng.IntN(len(files))]
 		i := strings.LastIndexByte(f, '/')
 		switch rng.IntN(10) {
 		case 0:
-			add(upd, wh(f[:i+1]+".wh."+f[i+1:]))
+			add(&upd, wh(f[:i+1]+".wh."+f[i+1:]))
 		case 1:
-			add(upd, link(f+".bak", f))
+			add(&upd, link(f+".bak", f))
 		default:
-			add(upd, file(f, 1))
+			add(&upd, file(f, 1))
 		}
 	}
-	top := &layerindex.Index{}
-	for len(top.Entries) < n-len(base.Entries)-len(upd.Entries) {
-		add(top, file(fmt.Sprintf("app/%d/f%d", len(top.Entries)/50, len(top.Entries)), 1))
+	for len(top) < n-len(base)-len(upd) {
+		add(&top, file(fmt.Sprintf("app/%d/f%d", len(top)/50, len(top)), 1))
 	}
-	return []*layerindex.Index{base, upd, top}
+	return []*layerindex.Index{layer(base...), layer(upd...), layer(top...)}
 }
 
 func TestImage(t *testing.T) {
@@ -610,7 +609,7 @@ func BenchmarkMerge(b *testing.B) {
 	layers := image(18000)
 	entries := 0
 	for _, l := range layers {
-		entries += len(l.Entries)
+		entries += l.TOC.Len()
 	}
 	b.ReportAllocs()
 	var tr *Tree

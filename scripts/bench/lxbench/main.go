@@ -205,7 +205,7 @@ func index(args []string) error {
 	}
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	fmt.Printf("index: %s %s: %d MB uncompressed, %d entries, %d checkpoints, built in %.2fs (%.0f MB/s uncompressed)\n",
-		filepath.Base(fl.Arg(0)), ix.Compression, ix.Size>>20, len(ix.Entries), len(ix.Checkpoints),
+		filepath.Base(fl.Arg(0)), ix.Compression, ix.Size>>20, ix.TOC.Len(), len(ix.Checkpoints),
 		took.Seconds(), float64(ix.Size)/1e6/took.Seconds())
 	fmt.Printf("index: file %d bytes = %.3f%% of the uncompressed layer\n", len(enc), 100*float64(len(enc))/float64(ix.Size))
 	fmt.Printf("index: peak RSS %d MiB while indexing, of which the index itself (TOC and checkpoints, live heap) %d MiB: %d MiB beyond it; %d MiB peak once encoded\n",
