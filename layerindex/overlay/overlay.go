@@ -189,7 +189,7 @@ func Merge(layers []*layerindex.Index) (*Tree, error) {
 	b := &builder{
 		layers: layers,
 		nodes:  make([]tnode, 1, total+total/8+16),
-		index:  make(map[key]int32, total),
+		index:  newNodeIndex(total),
 	}
 	b.nodes[0] = tnode{layer: -1, own: -1, stamp: -1, grp: -1, first: -1, next: -1, dir: true}
 	for li, l := range layers {
@@ -198,6 +198,7 @@ func Merge(layers []*layerindex.Index) (*Tree, error) {
 			b.apply(int32(li), int32(ei), l.TOC)
 		}
 	}
+	b.index = nodeIndex{} // finish needs none of it
 	return b.finish(layers), nil
 }
 
@@ -217,11 +218,6 @@ type tnode struct {
 	dead   bool
 }
 
-type key struct {
-	parent int32
-	name   string
-}
-
 // group is a hard-link group: the content its members show, and the node that was the
 // target of the first link.
 type group struct {
@@ -231,7 +227,7 @@ type group struct {
 type builder struct {
 	layers  []*layerindex.Index
 	nodes   []tnode
-	index   map[key]int32 // live nodes by parent and name
+	index   nodeIndex // live nodes by parent and name
 	groups  []group
 	dropped int
 	stack   []int32
@@ -299,7 +295,7 @@ func (b *builder) apply(li, ei int32, toc *layerindex.TOC) {
 		default:
 			if d := b.ensureDir(dir, li, false); d < 0 {
 				break
-			} else if c, ok := b.index[key{d, name}]; ok {
+			} else if c, ok := b.index.find(b.nodes, d, name); ok {
 				b.pruneLower(c, li)
 			}
 		}
@@ -325,7 +321,7 @@ func (b *builder) apply(li, ei int32, toc *layerindex.TOC) {
 		b.dropped++ // its parent path loops through symlinks
 		return
 	}
-	if c, ok := b.index[key{d, base}]; ok {
+	if c, ok := b.index.find(b.nodes, d, base); ok {
 		n := &b.nodes[c]
 		if !n.dir || isDir {
 			if !n.dir {
@@ -423,7 +419,7 @@ func (b *builder) walk(dir string, li int32, mode walkMode) int32 {
 		case strings.HasPrefix(name, whPrefix):
 			return -1 // only a symlink's target leads here; no .wh. name is ever shown
 		}
-		c, ok := b.index[key{cur, name}]
+		c, ok := b.index.find(b.nodes, cur, name)
 		if ok && !b.nodes[c].dir {
 			if target, isLink := b.symlink(c); isLink {
 				if hops++; hops > maxHops || target == "" {
@@ -490,8 +486,7 @@ func (b *builder) lookup(p string) (int32, bool) {
 			return -1, false
 		}
 	}
-	c, ok := b.index[key{d, base}]
-	return c, ok
+	return b.index.find(b.nodes, d, base)
 }
 
 func (b *builder) add(parent int32, name string, layer, entry, li int32, dir bool) int32 {
@@ -501,14 +496,14 @@ func (b *builder) add(parent int32, name string, layer, entry, li int32, dir boo
 		grp: -1, first: -1, next: b.nodes[parent].first, dir: dir,
 	})
 	b.nodes[parent].first = id
-	b.index[key{parent, name}] = id
+	b.index.insert(b.nodes, id)
 	return id
 }
 
 func (b *builder) remove(id int32) {
 	n := &b.nodes[id]
 	n.dead = true
-	delete(b.index, key{n.parent, n.name})
+	b.index.remove(b.nodes, id)
 	b.cached = -1
 }
 
