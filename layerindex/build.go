@@ -101,7 +101,7 @@ func Build(blob io.Reader, opts BuildOptions) (*Index, error) {
 		ix.Checkpoints = []Checkpoint{{}}
 		stream = br
 	}
-	tee := &countingReader{r: io.TeeReader(stream, sums)}
+	tee := &CountingReader{R: io.TeeReader(stream, sums)}
 
 	if err := readTOC(tee, ix); err != nil {
 		return fail(err)
@@ -109,13 +109,13 @@ func Build(blob io.Reader, opts BuildOptions) (*Index, error) {
 	// The tar's end-of-archive blocks and padding are part of the stream, and so of the
 	// diffID; reading to the end also makes the inflater check every CRC.
 	if _, err := io.Copy(io.Discard, tee); err != nil {
-		return fail(fmt.Errorf("at uncompressed offset %d: %w", tee.n, err))
+		return fail(fmt.Errorf("at uncompressed offset %d: %w", tee.N, err))
 	}
 	if _, err := io.Copy(io.Discard, br); err != nil {
 		return fail(err)
 	}
 	sums.finish()
-	ix.Size = tee.n
+	ix.Size = tee.N
 	ix.BlobSize = raw.n
 	ix.DiffID = digest.NewDigest(digest.SHA256, sums.diff)
 	ix.BlobDigest = digest.NewDigest(alg, raw.h)
@@ -127,11 +127,11 @@ func Build(blob io.Reader, opts BuildOptions) (*Index, error) {
 
 // readTOC reads every tar header from r, whose count of bytes read is where each entry's
 // data starts: archive/tar reads headers block by block and never reads ahead into data.
-func readTOC(r *countingReader, ix *Index) error {
+func readTOC(r *CountingReader, ix *Index) error {
 	tr := tar.NewReader(r)
 	var b tocBuilder
 	for {
-		at := r.n
+		at := r.N
 		h, err := tr.Next()
 		if err == io.EOF {
 			ix.TOC = b.finish()
@@ -157,7 +157,7 @@ func readTOC(r *countingReader, ix *Index) error {
 			Size:     h.Size,
 			Devmajor: h.Devmajor,
 			Devminor: h.Devminor,
-			Offset:   r.n,
+			Offset:   r.N,
 		}
 		for k, v := range h.PAXRecords {
 			if !mergedPAX[k] {
@@ -188,17 +188,6 @@ func (h *hashingReader) Read(p []byte) (int, error) {
 	n, err := h.r.Read(p)
 	h.h.Write(p[:n])
 	h.n += int64(n)
-	return n, err
-}
-
-type countingReader struct {
-	r io.Reader
-	n int64
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
 	return n, err
 }
 

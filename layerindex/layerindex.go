@@ -15,6 +15,7 @@ package layerindex
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -182,4 +183,17 @@ func pieceCount(n, spanSize int64) int64 {
 		return 1
 	}
 	return (n-1)/spanSize + 1
+}
+
+// CountingReader counts the bytes read through it: where in a stream a tar header or an
+// error is, for the errors that name the offset.
+type CountingReader struct {
+	R io.Reader
+	N int64
+}
+
+func (c *CountingReader) Read(p []byte) (int, error) {
+	n, err := c.R.Read(p)
+	c.N += int64(n)
+	return n, err
 }

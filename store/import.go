@@ -222,18 +222,6 @@ func cleanName(name string) string {
 	return strings.TrimPrefix(path.Clean("/"+name), "/")
 }
 
-// countReader counts the bytes read through it.
-type countReader struct {
-	r io.Reader
-	n int64
-}
-
-func (c *countReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	return n, err
-}
-
 // readArchive stores every member of a tar stream that may be a blob, in one pass.
 func (im *importer) readArchive(r io.Reader) error {
 	br := bufio.NewReaderSize(r, 64<<10)
@@ -256,17 +244,17 @@ func (im *importer) readArchive(r io.Reader) error {
 		defer zr.Close()
 		in, compressed = zr, " of the uncompressed stream"
 	}
-	cr := &countReader{r: in}
+	cr := &layerindex.CountingReader{R: in}
 	tr := tar.NewReader(cr)
 	last := ""
 	truncated := func(err error, member string) error {
 		if errors.Is(err, io.ErrUnexpectedEOF) {
-			return fmt.Errorf("truncated archive at byte %d%s, %s", cr.n, compressed, member)
+			return fmt.Errorf("truncated archive at byte %d%s, %s", cr.N, compressed, member)
 		}
 		return nil
 	}
 	for {
-		at := cr.n
+		at := cr.N
 		h, err := tr.Next()
 		if err == io.EOF {
 			if at == 0 {

@@ -188,7 +188,7 @@ type tarMember struct {
 
 func readTar(t testing.TB, data []byte) []tarMember {
 	t.Helper()
-	cr := &countReader{r: bytes.NewReader(data)}
+	cr := &layerindex.CountingReader{R: bytes.NewReader(data)}
 	tr := tar.NewReader(cr)
 	var ms []tarMember
 	for {
@@ -199,7 +199,7 @@ func readTar(t testing.TB, data []byte) []tarMember {
 		if err != nil {
 			t.Fatal(err)
 		}
-		off := cr.n // archive/tar reads no further than the header
+		off := cr.N // archive/tar reads no further than the header
 		body, err := io.ReadAll(tr)
 		if err != nil {
 			t.Fatal(err)

@@ -3,7 +3,6 @@ package store
 import (
 	"bytes"
 	"errors"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -212,13 +211,13 @@ func TestWriteLayer(t *testing.T) {
 	s := openStore(t)
 	blob := gzipLayer(t, map[string]string{"a": "1", "b": "2"})
 	desc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: digest.FromBytes(blob), Size: int64(len(blob))}
-	r := &countingReader{r: bytes.NewReader(blob)}
+	r := &layerindex.CountingReader{R: bytes.NewReader(blob)}
 	ix, err := s.WriteLayer(r, desc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.n != int64(len(blob)) || !s.HasBlob(desc.Digest) || ix.TOC.Len() != 2 || ix.MediaType != desc.MediaType {
-		t.Fatalf("read %d of %d bytes; index %+v", r.n, len(blob), ix)
+	if r.N != int64(len(blob)) || !s.HasBlob(desc.Digest) || ix.TOC.Len() != 2 || ix.MediaType != desc.MediaType {
+		t.Fatalf("read %d of %d bytes; index %+v", r.N, len(blob), ix)
 	}
 	if _, err := os.Stat(s.layerIndexPath(desc.Digest)); err != nil {
 		t.Fatal(err)
@@ -234,15 +233,4 @@ func TestWriteLayer(t *testing.T) {
 	if !errors.Is(err, ErrDigestMismatch) {
 		t.Fatalf("WriteLayer(truncated) = %v", err)
 	}
-}
-
-type countingReader struct {
-	r io.Reader
-	n int64
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	return n, err
 }
