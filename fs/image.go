@@ -12,6 +12,7 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/imgfs/imgfs/layerindex"
+	"github.com/imgfs/imgfs/layerindex/overlay"
 	"github.com/imgfs/imgfs/store"
 )
 
@@ -27,12 +28,12 @@ type image struct {
 	manifest []byte
 	config   []byte
 	created  time.Time
-	layers   []*rawTree // by layer, nil until built
+	layers   []*overlay.Tree // by layer, nil until built
 
 	exports map[string]*exportPlan // by name ("" untagged), made on first use; under mu
 
-	rootfsMu sync.Mutex // rootfs is merged once, outside mu: indexing a layer may take a while
-	rootfs   tree       // nil until merged
+	rootfsMu sync.Mutex    // rootfs is merged once, outside mu: indexing a layer may take a while
+	rootfs   *overlay.Tree // nil until merged
 }
 
 func newImage(f *FS, img store.Image) *image {
@@ -40,7 +41,7 @@ func newImage(f *FS, img store.Image) *image {
 	if img.Name != nil {
 		label = reference.FamiliarString(img.Name)
 	}
-	return &image{fs: f, img: img, label: label, layers: make([]*rawTree, len(img.Manifest.Layers))}
+	return &image{fs: f, img: img, label: label, layers: make([]*overlay.Tree, len(img.Manifest.Layers))}
 }
 
 // meta reads the manifest and config bytes, once.
@@ -81,7 +82,7 @@ func (im *image) layerIndex(i int) (*layerindex.Index, error) {
 }
 
 // layerTree returns layer i's own tree, built on first use.
-func (im *image) layerTree(i int) (*rawTree, error) {
+func (im *image) layerTree(i int) (*overlay.Tree, error) {
 	im.mu.Lock()
 	t := im.layers[i]
 	im.mu.Unlock()
@@ -92,7 +93,9 @@ func (im *image) layerTree(i int) (*rawTree, error) {
 	if err != nil {
 		return nil, err
 	}
-	t = newRawTree(ix, i)
+	if t, err = overlay.Layer(ix); err != nil {
+		return nil, err
+	}
 	im.mu.Lock()
 	if im.layers[i] == nil {
 		im.layers[i] = t

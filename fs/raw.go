@@ -8,6 +8,7 @@ import (
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/imgfs/imgfs/layerindex/overlay"
 )
 
 // The trees of an image (rootfs/, layers/N/) are served below go-fuse's node API. The node
@@ -22,7 +23,7 @@ import (
 // in READDIRPLUS (listDir), so that every root the kernel knows comes from a LOOKUP.
 const rawBit = 1 << 63
 
-// rawTree is a tree's root as the kernel holds it: refs is the kernel's lookup count of
+// rawTreeRef is a tree's root as the kernel holds it: refs is the kernel's lookup count of
 // the root, which outlives every node below it (a dentry holds its parent).
 type rawTreeRef struct {
 	root *treeRoot
@@ -106,7 +107,7 @@ func (t *rawTrees) node(id uint64) (tnode, bool) {
 	if ref == nil {
 		return tnode{}, false
 	}
-	return tnode{ref.root, uint32(id)}, true
+	return tnode{ref.root, overlay.Node(uint32(id))}, true
 }
 
 // Raw returns the filesystem to serve: bridge (go-fuse's node API over Root, made with
@@ -162,7 +163,7 @@ func (r *rawFS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, ou
 		if n.n == 0 {
 			return fuse.ENOENT // above the tree: only NFS asks, and imgfs is not exported
 		}
-		c = tnode{n.r, n.r.t.parent(n.n)}
+		c = tnode{n.r, n.r.t.Parent(n.n)}
 	default:
 		var ok bool
 		if c, ok = n.lookup(name); !ok {

@@ -17,223 +17,13 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
-// tree is a directory tree of tar entries: one layer's own (rawTree) or an image's
-// overlaid layers (rootfs). Node 0 is the root; a node's inode is itself, or for a hard
-// link the node it is a link to.
-type tree interface {
-	lookup(dir uint32, name string) (uint32, bool)
-	// child returns dir's i-th child in name order, false past the last one (or if dir is
-	// not a directory).
-	child(dir uint32, i int) (uint32, bool)
-	name(n uint32) string
-	// parent is n's directory; the root is its own.
-	parent(n uint32) uint32
-	// entry gives n's attributes and data: the layer (of the image) holding it, and the
-	// tar entry. Layer -1 (and a zero entry) is a directory no entry describes.
-	entry(n uint32) (layer int, e layerindex.Entry)
-	inode(n uint32) uint32
-	nlink(n uint32) uint32
-	// index is the index of the image's layer i, which entry's layers refer to.
-	index(layer int) *layerindex.Index
-}
-
-// rawTree is one layer's tar as a tree, whiteouts as the plain files they are: names
-// cleaned (./a, /a, a/ are all a), a later entry for a name replacing an earlier one,
-// directories a path implies but no entry describes made up, hard links resolved within
-// the layer.
-type rawTree struct {
-	ix    *layerindex.Index
-	layer int
-	nodes []rawNode
-	kids  []uint32 // the children of every directory, each directory's sorted by name
-}
-
-// rawNode is 40 bytes.
-type rawNode struct {
-	name   string
-	entry  int32  // index in ix.TOC; -1: a made-up directory
-	link   uint32 // the node whose inode and data this one has: itself, or a hard link's target
-	nlink  uint32 // of the inode, for non-directories; of the directory, for directories
-	parent uint32
-	kids   uint32 // the node's children: kids[kids:kids+nkids]
-	nkids  uint32
-}
-
-func newRawTree(ix *layerindex.Index, layer int) *rawTree {
-	toc := ix.TOC
-	t := &rawTree{ix: ix, layer: layer, nodes: make([]rawNode, 1, toc.Len()+1)}
-	t.nodes[0].entry = -1
-	kids := make([]map[string]uint32, 1, toc.Len()+1)
-	isDir := func(n uint32) bool {
-		e := t.nodes[n].entry
-		return e < 0 || toc.Type(int(e)) == tar.TypeDir
-	}
-	child := func(dir uint32, name string, create bool) (uint32, bool) {
-		if c, ok := kids[dir][name]; ok {
-			return c, true
-		}
-		if !create {
-			return 0, false
-		}
-		if kids[dir] == nil {
-			kids[dir] = map[string]uint32{}
-		}
-		c := uint32(len(t.nodes))
-		t.nodes = append(t.nodes, rawNode{name: name, entry: -1, link: c, parent: dir})
-		kids = append(kids, nil)
-		kids[dir][name] = c
-		return c, false
-	}
-	for i := range toc.Len() {
-		typ := toc.Type(i)
-		p := overlay.CleanPath(toc.Name(i))
-		if p == "" {
-			if typ == tar.TypeDir {
-				t.nodes[0].entry = int32(i)
-			}
-			continue
-		}
-		dir := uint32(0)
-		for {
-			k := strings.IndexByte(p, '/')
-			if k < 0 {
-				break
-			}
-			d, existed := child(dir, p[:k], true)
-			if existed && !isDir(d) {
-				t.nodes[d].entry = -1 // a file where a directory must be: the directory wins
-			}
-			dir, p = d, p[k+1:]
-		}
-		n, _ := child(dir, p, true)
-		t.nodes[n].entry = int32(i)
-		if typ != tar.TypeDir {
-			kids[n] = nil
-		}
-	}
-	// Children in name order, every directory's in one slice.
-	total := 0
-	for _, m := range kids {
-		total += len(m)
-	}
-	t.kids = make([]uint32, 0, total)
-	for n, m := range kids {
-		if len(m) == 0 {
-			continue
-		}
-		start := len(t.kids)
-		for _, c := range m {
-			t.kids = append(t.kids, c)
-		}
-		cs := t.kids[start:]
-		slices.SortFunc(cs, func(a, b uint32) int { return strings.Compare(t.nodes[a].name, t.nodes[b].name) })
-		t.nodes[n].kids, t.nodes[n].nkids = uint32(start), uint32(len(cs))
-		kids[n] = nil
-	}
-	kids = nil
-	// Hard links: to the node the link names, if it is in this layer and not a directory.
-	resolve := func(name string) (uint32, bool) {
-		n := uint32(0)
-		for c := range strings.SplitSeq(overlay.CleanPath(name), "/") {
-			var ok bool
-			if n, ok = t.lookup(n, c); !ok {
-				return 0, false
-			}
-		}
-		return n, true
-	}
-	for n := range t.nodes {
-		t.nodes[n].link = uint32(n)
-	}
-	for n := range t.nodes {
-		cur := uint32(n)
-		for hops := 0; hops < 16; hops++ {
-			e := t.nodes[cur].entry
-			if e < 0 || toc.Type(int(e)) != tar.TypeLink {
-				break
-			}
-			target, ok := resolve(toc.Linkname(int(e)))
-			if !ok || target == cur || isDir(target) {
-				break
-			}
-			cur = target
-		}
-		if e := t.nodes[cur].entry; e >= 0 && toc.Type(int(e)) != tar.TypeLink {
-			t.nodes[n].link = cur
-		}
-	}
-	// Link counts: of each inode (in its nlink until every node has been counted), then
-	// of each node.
-	for n := range t.nodes {
-		if !isDir(uint32(n)) {
-			t.nodes[t.nodes[n].link].nlink++
-		}
-	}
-	for n := range t.nodes {
-		nd := &t.nodes[n]
-		if isDir(uint32(n)) {
-			sub := uint32(0)
-			for _, c := range t.children(uint32(n)) {
-				if isDir(c) {
-					sub++
-				}
-			}
-			nd.nlink = 2 + sub
-		}
-	}
-	for n := range t.nodes {
-		if nd := &t.nodes[n]; !isDir(uint32(n)) && nd.link != uint32(n) {
-			nd.nlink = t.nodes[nd.link].nlink
-		}
-	}
-	return t
-}
-
-func (t *rawTree) children(dir uint32) []uint32 {
-	d := &t.nodes[dir]
-	return t.kids[d.kids : d.kids+d.nkids : d.kids+d.nkids]
-}
-
-func (t *rawTree) lookup(dir uint32, name string) (uint32, bool) {
-	cs := t.children(dir)
-	i, ok := slices.BinarySearchFunc(cs, name, func(c uint32, name string) int {
-		return strings.Compare(t.nodes[c].name, name)
-	})
-	if !ok {
-		return 0, false
-	}
-	return cs[i], true
-}
-
-func (t *rawTree) child(dir uint32, i int) (uint32, bool) {
-	cs := t.children(dir)
-	if i < 0 || i >= len(cs) {
-		return 0, false
-	}
-	return cs[i], true
-}
-
-func (t *rawTree) name(n uint32) string        { return t.nodes[n].name }
-func (t *rawTree) parent(n uint32) uint32      { return t.nodes[n].parent }
-func (t *rawTree) inode(n uint32) uint32       { return t.nodes[n].link }
-func (t *rawTree) nlink(n uint32) uint32       { return t.nodes[n].nlink }
-func (t *rawTree) index(int) *layerindex.Index { return t.ix }
-
-func (t *rawTree) entry(n uint32) (int, layerindex.Entry) {
-	e := t.nodes[t.nodes[n].link].entry
-	if e < 0 {
-		return -1, layerindex.Entry{}
-	}
-	return t.layer, t.ix.TOC.At(int(e))
-}
-
 // treeIno is the inode number of a tree's inode in the mount: base (the tree's root's
 // number, unique to the tree's place in the mount) for the root.
-func treeIno(base uint64, inode uint32) uint64 {
-	if inode == 0 {
+func treeIno(base uint64, inode overlay.Node) uint64 {
+	if inode == overlay.Root {
 		return base
 	}
-	return newIno().u64(base).u32(inode).sum()
+	return newIno().u64(base).u32(uint32(inode)).sum()
 }
 
 // typeBits is the file type of the node of entry e of layer (-1: a made-up directory).
@@ -256,10 +46,11 @@ func typeBits(layer int, e *layerindex.Entry) uint32 {
 	return syscall.S_IFREG
 }
 
-// treeRoot is a tree as it shows in the mount: rootfs/ of an image, or layers/N/.
+// treeRoot is a tree as it shows in the mount: rootfs/ of an image (overlay.Merge of its
+// layers), or layers/N/ (overlay.Layer of layer N).
 type treeRoot struct {
 	im      *image
-	t       tree
+	t       *overlay.Tree
 	base    uint64 // inode number of the tree's root
 	dotdot  uint64 // inode number of the directory holding the root
 	path    string // of the root in the mount, for messages
@@ -268,12 +59,31 @@ type treeRoot struct {
 	id      uint32 // the tree's number in rawFS's node IDs, once rawFS has taken it over
 }
 
+// entry gives n's attributes and data: the image's layer holding it, and the tar entry.
+// Layer -1 is a directory no entry describes.
+func (r *treeRoot) entry(n overlay.Node) (layer int, e layerindex.Entry) {
+	layer, e = r.t.Entry(n)
+	if layer >= 0 && r.isLayer {
+		layer = r.layer // the tree of one layer knows it as its layer 0
+	}
+	return layer, e
+}
+
+// child is dir's i-th child in name order, false past the last one.
+func (r *treeRoot) child(dir overlay.Node, i int) (overlay.Node, bool) {
+	kids := r.t.Children(dir)
+	if i < 0 || i >= len(kids) {
+		return 0, false
+	}
+	return kids[i], true
+}
+
 // tnode is a node of a tree: a file, directory, symlink, device or FIFO of a layer or of
 // an image's rootfs. The kernel knows every node it looked up by a node ID made of the
 // node's number and its tree's (see rawFS): the daemon keeps nothing per node.
 type tnode struct {
 	r *treeRoot
-	n uint32
+	n overlay.Node
 }
 
 // where is n's path in the mount, for messages.
@@ -282,19 +92,19 @@ func (n tnode) where() string {
 		return n.r.path
 	}
 	var parts []string
-	for m := n.n; m != 0; m = n.r.t.parent(m) {
-		parts = append(parts, n.r.t.name(m))
+	for m := n.n; m != 0; m = n.r.t.Parent(m) {
+		parts = append(parts, n.r.t.Name(m))
 	}
 	slices.Reverse(parts)
 	return n.r.path + "/" + strings.Join(parts, "/")
 }
 
-func (n tnode) inode() uint64 { return treeIno(n.r.base, n.r.t.inode(n.n)) }
+func (n tnode) inode() uint64 { return treeIno(n.r.base, n.r.t.Inode(n.n)) }
 
 func (n tnode) attr(a *fuse.Attr) {
-	layer, e := n.r.t.entry(n.n)
+	layer, e := n.r.entry(n.n)
 	a.Ino = n.inode()
-	a.Nlink = n.r.t.nlink(n.n)
+	a.Nlink = n.r.t.Nlink(n.n)
 	a.Blksize = 4096
 	if layer < 0 {
 		a.Mode = syscall.S_IFDIR | 0o755
@@ -319,18 +129,18 @@ func (n tnode) attr(a *fuse.Attr) {
 }
 
 func (n tnode) isDir() bool {
-	layer, e := n.r.t.entry(n.n)
+	layer, e := n.r.entry(n.n)
 	return typeBits(layer, &e) == syscall.S_IFDIR
 }
 
 // lookup finds n's child called name: the node whose inode it shows (a hard link shows
 // its target's).
 func (n tnode) lookup(name string) (tnode, bool) {
-	c, ok := n.r.t.lookup(n.n, name)
+	c, ok := n.r.t.Lookup(n.n, name)
 	if !ok {
 		return tnode{}, false
 	}
-	cn := tnode{n.r, n.r.t.inode(c)}
+	cn := tnode{n.r, n.r.t.Inode(c)}
 	cn.openLayer()
 	return cn, true
 }
@@ -339,7 +149,7 @@ func (n tnode) lookup(name string) (tnode, bool) {
 // up (and so any file opened) before its image is removed reads on. A failure shows when
 // the file is read.
 func (n tnode) openLayer() {
-	layer, e := n.r.t.entry(n.n)
+	layer, e := n.r.entry(n.n)
 	if e.Size > 0 && typeBits(layer, &e) == syscall.S_IFREG {
 		n.r.im.layer(layer)
 	}
@@ -354,21 +164,21 @@ func (n tnode) dirent(i int) (fuse.DirEntry, tnode, bool) {
 	case 1:
 		ino := n.r.dotdot
 		if n.n != 0 {
-			ino = tnode{n.r, n.r.t.parent(n.n)}.inode()
+			ino = tnode{n.r, n.r.t.Parent(n.n)}.inode()
 		}
 		return fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: ino}, n, true
 	}
-	c, ok := n.r.t.child(n.n, i-2)
+	c, ok := n.r.child(n.n, i-2)
 	if !ok {
 		return fuse.DirEntry{}, tnode{}, false
 	}
-	layer, e := n.r.t.entry(c)
-	return fuse.DirEntry{Name: n.r.t.name(c), Mode: typeBits(layer, &e), Ino: treeIno(n.r.base, n.r.t.inode(c)), Off: uint64(i + 1)},
-		tnode{n.r, n.r.t.inode(c)}, true
+	layer, e := n.r.entry(c)
+	return fuse.DirEntry{Name: n.r.t.Name(c), Mode: typeBits(layer, &e), Ino: treeIno(n.r.base, n.r.t.Inode(c)), Off: uint64(i + 1)},
+		tnode{n.r, n.r.t.Inode(c)}, true
 }
 
 func (n tnode) readlink() ([]byte, syscall.Errno) {
-	layer, e := n.r.t.entry(n.n)
+	layer, e := n.r.entry(n.n)
 	if layer < 0 || e.Type != tar.TypeSymlink {
 		return nil, syscall.EINVAL
 	}
@@ -376,7 +186,7 @@ func (n tnode) readlink() ([]byte, syscall.Errno) {
 }
 
 func (n tnode) read(dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	layer, e := n.r.t.entry(n.n)
+	layer, e := n.r.entry(n.n)
 	if layer < 0 || off >= e.Size {
 		return fuse.ReadResultData(nil), 0
 	}
@@ -405,7 +215,7 @@ func (n tnode) readError(layer int, err error) {
 
 // xattrs are n's extended attributes: the entry's, and on layers/N the layer's digests.
 func (n tnode) xattrs() []layerindex.Record {
-	layer, e := n.r.t.entry(n.n)
+	layer, e := n.r.entry(n.n)
 	var out []layerindex.Record
 	if layer >= 0 {
 		out = e.Xattrs()

@@ -1,6 +1,7 @@
 // Package overlay merges the tables of contents of an image's layers into the tree that an
 // image's rootfs/ shows: layers applied bottom to top, later entries winning, whiteouts and
-// opaque directories done, hard links resolved. It works on layerindex.Index values only.
+// opaque directories done, hard links resolved (Merge). It also builds one layer's tar as
+// the tree it is, which layers/N/ shows (Layer). It works on layerindex.Index values only.
 //
 // The rules are those of the OCI image layer specification, with docker's extractor as the
 // reference where the specification is silent:
@@ -32,6 +33,22 @@
 //
 // Entries dropped as malformed (empty names, names with NUL, bad hard links, a non-directory
 // named as the root, ".wh." used as a directory, unknown tar types) are counted by Dropped.
+//
+// Layer shows a layer's tar itself rather than what extracting it makes, so its rules are
+// those of Merge except where an extractor acts on what it reads:
+//
+//   - ".wh." names are the plain files (or directories) they are: nothing is whited out,
+//     made opaque or ignored.
+//   - Symlinks are never followed: a path component that is a non-directory (a symlink
+//     too) is replaced by a synthetic directory.
+//   - Every entry is a node, whatever its type: a PAX global header or an unknown type is a
+//     non-directory. The only entry dropped is a non-directory named as the root; an empty
+//     name is the root's.
+//   - Hard links are resolved once the whole tar is read, in the finished tree and without
+//     following symlinks, so a link may come before its target and shows what its target
+//     ends up showing; a link to a link is followed (up to maxLinkChain links). A link to
+//     nothing, to a directory or to itself, or along a longer chain, is left as its own
+//     entry: a non-directory with no other links.
 package overlay
 
 import (
@@ -68,7 +85,7 @@ type node struct {
 	nlink  uint32
 }
 
-// Tree is the merged filesystem of an image: layers applied bottom to top, whiteouts done.
+// Tree is the merged filesystem of an image (Merge), or one layer's tar as it is (Layer).
 // It is immutable and safe for concurrent use. It refers to the layers' entries (names
 // included) rather than copying them, so the layers must not be modified while it is in use.
 type Tree struct {
@@ -127,11 +144,12 @@ func (t *Tree) Parent(n Node) Node { return t.nodes[n].parent }
 
 // Entry returns the layer and the entry whose attributes and data n shows. For a hard
 // link it is the entry the link's target showed when the link was applied (a regular file,
-// a symlink, ...), never the link's own entry. For a directory without an entry of its own
-// (implied by a path, or the root when no layer has "./"), it is (-1, e) with e a synthetic
-// directory entry: Type '5', Mode 0755, uid/gid 0, ModTime the Unix epoch, Name "". The
-// entry's slices and strings are shared and must not be modified; its Name is as the tar
-// gave it: use Path.
+// a symlink, ...), not the link's own entry; in a Layer tree it is what the target shows in
+// the end, and the link's own entry only for a link naming nothing it can show. For a
+// directory without an entry of its own (implied by a path, or the root when no layer has
+// "./"), it is (-1, e) with e a synthetic directory entry: Type '5', Mode 0755, uid/gid 0,
+// ModTime the Unix epoch, Name "". The entry's slices and strings are shared and must not
+// be modified; its Name is as the tar gave it: use Path.
 func (t *Tree) Entry(n Node) (layer int, e layerindex.Entry) {
 	nd := &t.nodes[n]
 	if nd.layer < 0 {
@@ -173,7 +191,15 @@ func (t *Tree) Path(n Node) string {
 
 // Merge builds the tree of layers, bottom layer first. It fails only on a nil layer or a
 // tree too big to number.
-func Merge(layers []*layerindex.Index) (*Tree, error) {
+func Merge(layers []*layerindex.Index) (*Tree, error) { return build(layers, false) }
+
+// Layer builds the tree of one layer's tar as it is (see the package doc), its entries
+// those of the tree's layer 0. It fails only on a nil layer or a tree too big to number.
+func Layer(ix *layerindex.Index) (*Tree, error) {
+	return build([]*layerindex.Index{ix}, true)
+}
+
+func build(layers []*layerindex.Index, raw bool) (*Tree, error) {
 	total := 0
 	for i, l := range layers {
 		if l == nil {
@@ -188,6 +214,7 @@ func Merge(layers []*layerindex.Index) (*Tree, error) {
 	}
 	b := &builder{
 		layers: layers,
+		raw:    raw,
 		nodes:  make([]tnode, 1, total+total/8+16),
 		index:  newNodeIndex(total),
 	}
@@ -197,6 +224,9 @@ func Merge(layers []*layerindex.Index) (*Tree, error) {
 		for ei := range l.TOC.Len() {
 			b.apply(int32(li), int32(ei), l.TOC)
 		}
+	}
+	if raw {
+		b.resolveLinks(layers[0].TOC)
 	}
 	b.index = nodeIndex{} // finish needs none of it
 	return b.finish(layers), nil
@@ -226,11 +256,13 @@ type group struct {
 
 type builder struct {
 	layers  []*layerindex.Index
+	raw     bool // Layer's rules
 	nodes   []tnode
 	index   nodeIndex // live nodes by parent and name
 	groups  []group
 	dropped int
 	stack   []int32
+	links   []int32 // raw: the nodes given a hard link's entry, resolved at the end
 
 	// The directory last found by a stamping ensureDir in this layer (-1: none); reset by
 	// every removal.
@@ -241,20 +273,20 @@ type builder struct {
 // apply applies entry ei of toc, the TOC of layer li.
 func (b *builder) apply(li, ei int32, toc *layerindex.TOC) {
 	typ, name := toc.Type(int(ei)), toc.Name(int(ei))
-	var isDir bool
-	switch typ {
-	case tar.TypeReg, tar.TypeRegA, tar.TypeCont, tar.TypeSymlink, tar.TypeChar, tar.TypeBlock, tar.TypeFifo, tar.TypeLink:
-	case tar.TypeDir:
-		isDir = true
-	case tar.TypeXGlobalHeader:
-		return // PAX global header: not a file (docker ignores it too)
-	default:
-		b.dropped++
-		return
-	}
-	if name == "" || strings.IndexByte(name, 0) >= 0 {
-		b.dropped++
-		return
+	isDir := typ == tar.TypeDir
+	if !b.raw {
+		switch typ {
+		case tar.TypeReg, tar.TypeRegA, tar.TypeCont, tar.TypeSymlink, tar.TypeChar, tar.TypeBlock, tar.TypeFifo, tar.TypeLink, tar.TypeDir:
+		case tar.TypeXGlobalHeader:
+			return // PAX global header: not a file (docker ignores it too)
+		default:
+			b.dropped++
+			return
+		}
+		if name == "" || strings.IndexByte(name, 0) >= 0 {
+			b.dropped++
+			return
+		}
 	}
 	p := CleanPath(name)
 	if p == "" {
@@ -270,13 +302,13 @@ func (b *builder) apply(li, ei int32, toc *layerindex.TOC) {
 	if i := strings.LastIndexByte(p, '/'); i >= 0 {
 		dir, base = p[:i], p[i+1:]
 	}
-	if strings.HasPrefix(dir, ".wh.") || strings.Contains(dir, "/.wh.") {
+	if !b.raw && (strings.HasPrefix(dir, ".wh.") || strings.Contains(dir, "/.wh.")) {
 		if !strings.HasPrefix(dir, whMeta) && !strings.Contains(dir, "/"+whMeta) {
 			b.dropped++ // a whiteout is never a directory
 		}
 		return
 	}
-	if strings.HasPrefix(base, whPrefix) {
+	if !b.raw && strings.HasPrefix(base, whPrefix) {
 		switch name := base[len(whPrefix):]; {
 		case base == whOpaque:
 			d := b.ensureDir(dir, li, false)
@@ -303,7 +335,7 @@ func (b *builder) apply(li, ei int32, toc *layerindex.TOC) {
 	}
 
 	layer, entry, grp := li, ei, int32(-1)
-	if typ == tar.TypeLink {
+	if typ == tar.TypeLink && !b.raw {
 		target, ok := b.lookup(CleanPath(toc.Linkname(int(ei))))
 		if !ok || b.nodes[target].dir {
 			b.dropped++
@@ -321,19 +353,86 @@ func (b *builder) apply(li, ei int32, toc *layerindex.TOC) {
 		b.dropped++ // its parent path loops through symlinks
 		return
 	}
-	if c, ok := b.index.find(b.nodes, d, base); ok {
-		n := &b.nodes[c]
-		if !n.dir || isDir {
-			if !n.dir {
-				b.cached = -1 // it may have been a symlink the cached path went through
-			}
-			n.layer, n.entry, n.own, n.stamp, n.grp, n.dir = layer, entry, li, li, grp, isDir
-			return
-		}
+	c, ok := b.index.find(b.nodes, d, base)
+	if ok && b.nodes[c].dir && !isDir {
 		b.remove(c) // a non-directory over a directory: the subtree goes
+		ok = false
 	}
-	c := b.add(d, base, layer, entry, li, isDir)
-	b.nodes[c].grp = grp
+	if ok {
+		n := &b.nodes[c]
+		if !n.dir {
+			b.cached = -1 // it may have been a symlink the cached path went through
+		}
+		n.layer, n.entry, n.own, n.stamp, n.grp, n.dir = layer, entry, li, li, grp, isDir
+	} else {
+		c = b.add(d, base, layer, entry, li, isDir)
+		b.nodes[c].grp = grp
+	}
+	if typ == tar.TypeLink && b.raw {
+		b.links = append(b.links, c)
+	}
+}
+
+// maxLinkChain bounds the hard links followed from one link in a lone layer.
+const maxLinkChain = 16
+
+// resolveLinks gives the hard links of a lone layer (Layer) the entry and the group of
+// what they name in the finished tree, following links to links. The targets are all
+// found before any link is changed: a link's own entry must still say where it points
+// when another link's chain passes through it.
+func (b *builder) resolveLinks(toc *layerindex.TOC) {
+	isLink := func(id int32) bool {
+		n := &b.nodes[id]
+		return n.layer >= 0 && toc.Type(int(n.entry)) == tar.TypeLink
+	}
+	targets := make([]int32, len(b.links))
+	for i, id := range b.links {
+		targets[i] = -1
+		if b.nodes[id].dead || !isLink(id) { // replaced since
+			continue
+		}
+		cur := id
+		for range maxLinkChain {
+			if !isLink(cur) {
+				break
+			}
+			t, ok := b.findRaw(CleanPath(toc.Linkname(int(b.nodes[cur].entry))))
+			if !ok || t == cur || b.nodes[t].dir {
+				break
+			}
+			cur = t
+		}
+		if !isLink(cur) {
+			targets[i] = cur
+		}
+	}
+	for i, id := range b.links {
+		t := targets[i]
+		if t < 0 {
+			continue
+		}
+		tn := &b.nodes[t]
+		if tn.grp < 0 {
+			tn.grp = int32(len(b.groups))
+			b.groups = append(b.groups, group{origin: t, layer: tn.layer, entry: tn.entry})
+		}
+		n := &b.nodes[id]
+		n.layer, n.entry, n.grp = tn.layer, tn.entry, tn.grp
+	}
+	b.links = nil
+}
+
+// findRaw finds the live node at path p component by component, following no symlink.
+func (b *builder) findRaw(p string) (int32, bool) {
+	cur := int32(0)
+	for name := range strings.SplitSeq(p, "/") {
+		c, ok := b.index.find(b.nodes, cur, name)
+		if !ok {
+			return -1, false
+		}
+		cur = c
+	}
+	return cur, true
 }
 
 const (
@@ -383,7 +482,7 @@ const (
 // components and replacing non-directories in the way. With stamp, every directory on the
 // way is stamped with layer li (it holds something of that layer). Without (for a
 // whiteout), a non-directory in the way is left alone and ensureDir returns -1. Symlinks
-// on the way are followed inside the root; it returns -1 for a symlink loop.
+// on the way are followed inside the root (by Merge only); it returns -1 for a symlink loop.
 func (b *builder) ensureDir(dir string, li int32, stamp bool) int32 {
 	if dir == "" {
 		return 0
@@ -416,12 +515,12 @@ func (b *builder) walk(dir string, li int32, mode walkMode) int32 {
 		case name == "..":
 			cur = b.nodes[cur].parent // the root is its own parent
 			continue
-		case strings.HasPrefix(name, whPrefix):
+		case strings.HasPrefix(name, whPrefix) && !b.raw:
 			return -1 // only a symlink's target leads here; no .wh. name is ever shown
 		}
 		c, ok := b.index.find(b.nodes, cur, name)
 		if ok && !b.nodes[c].dir {
-			if target, isLink := b.symlink(c); isLink {
+			if target, isLink := b.symlink(c); isLink && !b.raw {
 				if hops++; hops > maxHops || target == "" {
 					return -1
 				}

@@ -71,8 +71,14 @@ func expect(t *testing.T, tr *Tree, want ...string) {
 	}
 }
 
-// check verifies the invariants every tree must hold.
+// check verifies the invariants every merged tree must hold.
 func check(t *testing.T, tr *Tree) {
+	t.Helper()
+	checkTree(t, tr, false)
+}
+
+// checkTree verifies the invariants of a tree; raw is Layer's, which shows ".wh." names.
+func checkTree(t *testing.T, tr *Tree, raw bool) {
 	t.Helper()
 	if tr.Parent(Root) != Root || tr.Name(Root) != "" || !tr.IsDir(Root) || tr.Path(Root) != "" {
 		t.Fatalf("bad root")
@@ -93,7 +99,7 @@ func check(t *testing.T, tr *Tree) {
 		}
 		if n != Root {
 			name := tr.Name(n)
-			if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") || strings.HasPrefix(name, ".wh.") {
+			if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") || !raw && strings.HasPrefix(name, ".wh.") {
 				t.Errorf("%q: bad name %q", tr.Path(n), name)
 			}
 			if p := tr.Parent(n); !strings.HasSuffix(tr.Path(n), name) || p != Root && tr.Path(n) != tr.Path(p)+"/"+name {
