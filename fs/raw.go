@@ -13,8 +13,8 @@ import (
 
 // The trees of an image (rootfs/, layers/N/) are served below go-fuse's node API. The node
 // API keeps an Inode, with maps, for every node the kernel holds, and the kernel holds
-// every entry looked up until memory pressure or drop_caches makes it forget: a walk of an
-// image of a million files cost the daemon about 460 bytes per entry walked. rawFS serves
+// every entry looked up until memory pressure or drop_caches makes it forget: the daemon
+// would grow with every entry a walk looks up. rawFS serves
 // the trees itself, from their nodes' numbers: the node ID the kernel gets for a node is
 // rawBit | tree<<32 | node, and the daemon keeps nothing per node. The node API still
 // serves everything above the trees, and makes a tree's root (treeNode) in the LOOKUP

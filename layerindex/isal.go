@@ -123,8 +123,8 @@ import (
 const haveISAL = true
 
 // isalPiece is how much compressed input is read at a time. Reading a span's input whole
-// took a buffer as long as the longest (4 MiB in the bench image) per decoder, kept or
-// faulted in again for every span.
+// would take a buffer as long as the longest span's input per decoder, kept or faulted in
+// again for every span.
 var isalPiece = 256 << 10 // a variable for tests
 
 // isalPieces keeps a piece buffer per decoder that can run at once (a sync.Pool would

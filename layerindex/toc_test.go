@@ -192,9 +192,6 @@ func tocTar(n int) io.Reader {
 // What a TOC built by Build holds per entry beyond its name: the record and a share of
 // the chunk slack. Imports and mounts of a million entries are bounded by this.
 func TestTOCMemoryPerEntry(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds a 100,000-entry TOC")
-	}
 	const n = 100_000
 	heap := func() uint64 {
 		runtime.GC()
