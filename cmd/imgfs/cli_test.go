@@ -34,6 +34,7 @@ func TestUsageErrors(t *testing.T) {
 		{"inspect"},
 		{"inspect", "a", "b"},
 		{"rm"},
+		{"tag", "a"},
 		{"gc", "x"},
 		{"version", "x"},
 		{"--platform", "linux", "ls"},
@@ -351,5 +352,52 @@ func TestGCSaysWhatItWaitsFor(t *testing.T) {
 	}
 	if err := cmd.Wait(); err != nil || len(more) > 0 || stdout.String() != "Removed 0 blobs, freed 0B\n" {
 		t.Errorf("gc after the import: %v, stdout %q, more stderr %q", err, stdout.String(), more)
+	}
+}
+
+// TestTag: imgfs tag names an image again, as docker tag does: by name or ID, :latest when
+// the target has no tag, a name that had another image moves; a digest target, a bad name
+// and an unknown source are refused with one line.
+func TestTag(t *testing.T) {
+	s, dir := openStore(t)
+	one := writeImage(t, s, map[string]string{"a": "1"}, nil, true)
+	two := writeImage(t, s, map[string]string{"b": "2"}, nil, true)
+	tag(t, s, "busybox:1.36", one)
+	tag(t, s, "alpine:3", two)
+	id := func(ref string) digest.Digest {
+		t.Helper()
+		img, err := s.Resolve(ref)
+		if err != nil {
+			t.Fatalf("%s: %v", ref, err)
+		}
+		return img.ID
+	}
+	for _, args := range [][]string{
+		{"busybox:1.36", "ghcr.io/acme/app"},
+		{id("busybox:1.36").Encoded()[:12], "busybox:mine"},
+		{"alpine:3", "busybox:mine"}, // moves to the other image
+	} {
+		if r := imgfsOK(t, dir, append([]string{"tag"}, args...)...); r.stdout != "" || r.stderr != "" {
+			t.Errorf("tag %v printed %+v", args, r)
+		}
+	}
+	if id("ghcr.io/acme/app:latest") != id("busybox:1.36") || id("busybox:mine") != id("alpine:3") {
+		t.Error("tag did not name the images asked")
+	}
+	if id("busybox:1.36") == id("alpine:3") {
+		t.Error("tag changed the source's own name")
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"nope", "x"}, "imgfs: no such image: nope\n"},
+		{[]string{"busybox:1.36", "Bad/Name"}, "imgfs: invalid reference format"},
+		{[]string{"busybox:1.36", "busybox@sha256:" + strings.Repeat("a", 64)}, "imgfs: refusing to create a tag with a digest reference\n"},
+	} {
+		r := imgfsIn(t, nil, nil, append([]string{"--store", dir, "tag"}, c.args...)...)
+		if r.code != 1 || r.stdout != "" || !strings.HasPrefix(r.stderr, c.want) || strings.Count(r.stderr, "\n") != 1 {
+			t.Errorf("tag %v: %+v, want exit 1 and %q", c.args, r, c.want)
+		}
 	}
 }
