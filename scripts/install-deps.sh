@@ -13,7 +13,7 @@ command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 declare -A need=(
   [tar]=tar [gzip]=gzip [pigz]=pigz [zstd]=zstd [skopeo]=skopeo
   [fusermount3]=fuse3 [getfattr]=attr [findmnt]=util-linux [umoci]=umoci
-  [podman]=podman [dockerd]=docker.io
+  [podman]=podman [dockerd]=docker.io [docker-registry]=docker-registry
 )
 [ "${1:-}" = build ] && need=()
 for cmd in "${!need[@]}"; do

@@ -1,0 +1,209 @@
+package tests
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// testRegistry is a CNCF distribution registry (Debian's docker-registry) serving on
+// 127.0.0.1 at a free port, its storage and access log in the test's temp directory.
+type testRegistry struct {
+	host    string // 127.0.0.1:PORT
+	dir     string // storage root
+	logPath string // its stderr and stdout: the access log among them
+	cmd     *exec.Cmd
+}
+
+// registryBin is where Debian's docker-registry package puts the registry.
+const registryBin = "/usr/bin/docker-registry"
+
+// needRegistry returns the registry binary. Missing, it fails the test under CI (CI=true)
+// and on any machine, naming the package, as for the importers: the pull and push tests
+// are the only ones that reach a registry.
+func needRegistry(t *testing.T) string {
+	t.Helper()
+	if isExecutable(registryBin) {
+		return registryBin
+	}
+	if p, err := exec.LookPath("docker-registry"); err == nil {
+		return p
+	}
+	t.Fatalf("docker-registry not found (%s), the registry the pull and push tests run: apt-get install docker-registry (or scripts/install-deps.sh)", registryBin)
+	return ""
+}
+
+// freePort returns a TCP port free on 127.0.0.1 a moment ago.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// startRegistry starts a registry for the test, stopped (by its PID) at the end of it.
+func startRegistry(t *testing.T) *testRegistry {
+	t.Helper()
+	bin := needRegistry(t)
+	tmp := t.TempDir()
+	r := &testRegistry{dir: filepath.Join(tmp, "storage"), logPath: filepath.Join(tmp, "registry.log")}
+	var lastErr error
+	for attempt := 0; attempt < 3; attempt++ {
+		r.host = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		// In distribution 2.8 the access log is on unless log.accesslog.disabled is true.
+		config := fmt.Sprintf(`version: 0.1
+log:
+  level: info
+  formatter: text
+  accesslog:
+    disabled: false
+storage:
+  filesystem:
+    rootdirectory: %s
+  delete:
+    enabled: true
+http:
+  addr: %s
+`, r.dir, r.host)
+		cfgPath := filepath.Join(tmp, "config.yml")
+		if err := os.WriteFile(cfgPath, []byte(config), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		logf, err := os.OpenFile(r.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.cmd = exec.Command(bin, "serve", cfgPath)
+		r.cmd.Stdout, r.cmd.Stderr = logf, logf
+		r.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		err = r.cmd.Start()
+		logf.Close()
+		if err != nil {
+			t.Fatalf("starting %s: %v", bin, err)
+		}
+		exited := make(chan struct{})
+		go func() { r.cmd.Wait(); close(exited) }()
+		up := waitFor(10*time.Second, func() bool {
+			select {
+			case <-exited:
+				return true
+			default:
+			}
+			resp, err := http.Get("http://" + r.host + "/v2/")
+			if err != nil {
+				return false
+			}
+			resp.Body.Close()
+			return resp.StatusCode == http.StatusOK
+		})
+		select {
+		case <-exited:
+			lastErr = fmt.Errorf("registry exited at start: %s", r.logTail())
+			continue // maybe the port was taken meanwhile
+		default:
+		}
+		if !up {
+			r.stop()
+			t.Fatalf("registry on %s did not answer within 10s: %s", r.host, r.logTail())
+		}
+		t.Cleanup(func() {
+			r.stop()
+			<-exited
+		})
+		return r
+	}
+	t.Fatal(lastErr)
+	return nil
+}
+
+// stop kills the registry by its PID.
+func (r *testRegistry) stop() {
+	if r.cmd != nil && r.cmd.Process != nil {
+		r.cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() {
+			if !waitFor(5*time.Second, func() bool { return !alive(r.cmd.Process.Pid) }) {
+				r.cmd.Process.Kill()
+			}
+			close(done)
+		}()
+		<-done
+	}
+}
+
+// log returns what the registry logged so far.
+func (r *testRegistry) log(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(r.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func (r *testRegistry) logTail() string {
+	b, _ := os.ReadFile(r.logPath)
+	s := strings.TrimSpace(string(b))
+	if len(s) > 2000 {
+		s = s[len(s)-2000:]
+	}
+	return s
+}
+
+// accessLog returns the access log lines of requests, in the combined log format the
+// registry writes ("GET /v2/test/app/blobs/sha256:... HTTP/1.1" 200 ...).
+func (r *testRegistry) accessLog(t *testing.T) []string {
+	t.Helper()
+	var lines []string
+	for _, l := range strings.Split(r.log(t), "\n") {
+		if strings.Contains(l, `"GET /v2/`) || strings.Contains(l, `"HEAD /v2/`) || strings.Contains(l, `"PUT /v2/`) ||
+			strings.Contains(l, `"POST /v2/`) || strings.Contains(l, `"PATCH /v2/`) || strings.Contains(l, `"DELETE /v2/`) {
+			lines = append(lines, l)
+		}
+	}
+	return lines
+}
+
+// blobGets returns the access log lines of GETs of blobs.
+func (r *testRegistry) blobGets(t *testing.T) []string {
+	t.Helper()
+	var gets []string
+	for _, l := range r.accessLog(t) {
+		if strings.Contains(l, `"GET /v2/`) && strings.Contains(l, "/blobs/") {
+			gets = append(gets, l)
+		}
+	}
+	return gets
+}
+
+// skopeoPush copies the image named ref in the OCI layout (an imgfs store) at dir to the
+// registry as repoTag ("test/app:1").
+func (r *testRegistry) skopeoPush(t *testing.T, dir, ref, repoTag string) {
+	t.Helper()
+	skopeo := needProgram(t, "skopeo", "skopeo")
+	ok(t, "", skopeo, "copy", "--quiet", "--dest-tls-verify=false", "oci:"+dir+":"+ref, "docker://"+r.host+"/"+repoTag)
+}
+
+// TestRegistryHarness checks the test registry itself: it answers, logs accesses, and
+// takes an image skopeo pushes from a store.
+func TestRegistryHarness(t *testing.T) {
+	r := startRegistry(t)
+	resp, err := http.Get("http://" + r.host + "/v2/_catalog")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if !waitFor(5*time.Second, func() bool { return len(r.accessLog(t)) > 0 }) {
+		t.Fatalf("no access log line after GET /v2/_catalog; log:\n%s", r.logTail())
+	}
+}
