@@ -1,0 +1,201 @@
+// Package registry talks to OCI registries (CNCF distribution, Harbor, Zot, GHCR, Docker
+// Hub...) through go-containerregistry, which does the auth (bearer tokens, basic auth,
+// docker's config.json and credential helpers through the default keychain), retries and
+// redirects. It resolves names by docker's rules and pulls images into a store.
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/opencontainers/go-digest"
+)
+
+// Options configure a Client.
+type Options struct {
+	// Insecure lists the registries (host or host:port) reached over plain HTTP, as
+	// docker's --insecure-registry. Loopback registries always are.
+	Insecure []string
+	// Keychain finds credentials; nil means authn.DefaultKeychain (docker's config.json
+	// and its credential helpers).
+	Keychain authn.Keychain
+	// UserAgent is sent with every request ("" for go-containerregistry's).
+	UserAgent string
+}
+
+// Client reaches registries.
+type Client struct {
+	puller   *remote.Puller
+	insecure map[string]bool
+}
+
+// New returns a Client.
+func New(opts Options) (*Client, error) {
+	kc := opts.Keychain
+	if kc == nil {
+		kc = authn.DefaultKeychain
+	}
+	ropts := []remote.Option{remote.WithAuthFromKeychain(kc)}
+	if opts.UserAgent != "" {
+		ropts = append(ropts, remote.WithUserAgent(opts.UserAgent))
+	}
+	p, err := remote.NewPuller(ropts...)
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{puller: p, insecure: map[string]bool{}}
+	for _, h := range opts.Insecure {
+		c.insecure[strings.ToLower(h)] = true
+	}
+	return c, nil
+}
+
+// ParseReference reads a reference by docker's rules: "alpine" is
+// docker.io/library/alpine:latest, NAME@sha256:... names a digest. Loopback registries
+// (localhost, 127.0.0.0/8, ::1) and those given as insecure are reached over plain HTTP.
+func (c *Client) ParseReference(s string) (name.Reference, error) {
+	ref, err := name.ParseReference(s)
+	if err != nil {
+		return nil, fmt.Errorf("invalid reference %q: %v", s, err)
+	}
+	host := ref.Context().RegistryStr()
+	if c.plainHTTP(host) {
+		ref, err = name.ParseReference(s, name.Insecure)
+		if err != nil {
+			return nil, fmt.Errorf("invalid reference %q: %v", s, err)
+		}
+	}
+	return ref, nil
+}
+
+// plainHTTP says whether the registry host (maybe with a port) is reached over HTTP.
+func (c *Client) plainHTTP(host string) bool {
+	host = strings.ToLower(host)
+	if c.insecure[host] {
+		return true
+	}
+	h := host
+	if hh, _, err := net.SplitHostPort(host); err == nil {
+		h = hh
+	}
+	if c.insecure[h] {
+		return true
+	}
+	h = strings.Trim(h, "[]")
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
+
+// Manifest fetches the manifest or image index ref names, verified against its digest:
+// its bytes as the registry holds them, their digest and media type.
+func (c *Client) Manifest(ctx context.Context, ref name.Reference) ([]byte, digest.Digest, string, error) {
+	d, err := c.puller.Get(ctx, ref)
+	if err != nil {
+		if hasCode(err, transport.ManifestUnknownErrorCode) {
+			// Some registries (distribution 2.8) answer so for a missing repository too:
+			// its tag list tells which.
+			if _, lerr := c.puller.List(ctx, ref.Context()); hasCode(lerr, transport.NameUnknownErrorCode) {
+				err = lerr
+			}
+		}
+		return nil, "", "", describe(err, ref, "")
+	}
+	got := digest.FromBytes(d.Manifest)
+	if dr, ok := ref.(name.Digest); ok && digest.Digest(dr.DigestStr()) != got {
+		return nil, "", "", fmt.Errorf("%s: manifest from registry %s hashes to %s", ref, ref.Context().RegistryStr(), got)
+	}
+	return d.Manifest, got, string(d.MediaType), nil
+}
+
+// Blob opens blob d of repository repo for reading. The caller verifies what it reads.
+func (c *Client) Blob(ctx context.Context, repo name.Repository, d digest.Digest) (io.ReadCloser, error) {
+	ref := repo.Digest(d.String())
+	l, err := c.puller.Layer(ctx, ref)
+	if err != nil {
+		return nil, describe(err, ref, d)
+	}
+	rc, err := l.Compressed()
+	if err != nil {
+		return nil, describe(err, ref, d)
+	}
+	return &namedReader{rc, ref, d}, nil
+}
+
+// namedReader names the registry and blob in the errors of a blob's body.
+type namedReader struct {
+	io.ReadCloser
+	ref name.Reference
+	d   digest.Digest
+}
+
+func (r *namedReader) Read(b []byte) (int, error) {
+	n, err := r.ReadCloser.Read(b)
+	if err != nil && err != io.EOF {
+		err = describe(err, r.ref, r.d)
+	}
+	return n, err
+}
+
+// hasCode says whether err is a registry's answer with the given error code.
+func hasCode(err error, code transport.ErrorCode) bool {
+	var te *transport.Error
+	if !errors.As(err, &te) {
+		return false
+	}
+	for _, d := range te.Errors {
+		if d.Code == code {
+			return true
+		}
+	}
+	return false
+}
+
+// describe turns a registry's error answer into one line naming the registry, the
+// repository and the tag or blob.
+func describe(err error, ref name.Reference, blob digest.Digest) error {
+	repo := ref.Context().RepositoryStr()
+	reg := ref.Context().RegistryStr()
+	what := "manifest " + ref.Identifier()
+	if _, ok := ref.(name.Tag); ok {
+		what = "tag " + ref.Identifier()
+	}
+	if blob != "" {
+		what = "blob " + blob.String()
+	}
+	var te *transport.Error
+	if errors.As(err, &te) {
+		codes := map[transport.ErrorCode]bool{}
+		for _, d := range te.Errors {
+			codes[d.Code] = true
+		}
+		switch {
+		case codes[transport.NameUnknownErrorCode]:
+			return fmt.Errorf("repository %s not found on registry %s", repo, reg)
+		case codes[transport.ManifestUnknownErrorCode] || (blob == "" && te.StatusCode == 404):
+			return fmt.Errorf("%s not found in repository %s on registry %s", what, repo, reg)
+		case codes[transport.BlobUnknownErrorCode] || te.StatusCode == 404:
+			return fmt.Errorf("%s not found in repository %s on registry %s", what, repo, reg)
+		case codes[transport.UnauthorizedErrorCode] || te.StatusCode == 401:
+			return fmt.Errorf("registry %s refused access to repository %s (%s): wrong or missing credentials", reg, repo, what)
+		case codes[transport.DeniedErrorCode] || te.StatusCode == 403:
+			return fmt.Errorf("registry %s denied access to repository %s (%s)", reg, repo, what)
+		}
+		return fmt.Errorf("registry %s, repository %s, %s: status %d: %v", reg, repo, what, te.StatusCode, oneLine(te.Error()))
+	}
+	return fmt.Errorf("registry %s, repository %s, %s: %v", reg, repo, what, oneLine(err.Error()))
+}
+
+func oneLine(s string) string {
+	return strings.ReplaceAll(strings.TrimSpace(s), "\n", "; ")
+}
