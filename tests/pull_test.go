@@ -3,11 +3,15 @@ package tests
 import (
 	"os"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/distribution/reference"
 	"github.com/imgfs/imgfs/store"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // TestPull: an image pushed to a registry with skopeo, pulled with imgfs pull into an
@@ -115,6 +119,83 @@ func TestPull(t *testing.T) {
 		lines := strings.Split(strings.TrimSpace(res.stderr), "\n")
 		if res.code != 1 || len(lines) != 1 || !strings.Contains(lines[0], c.want) {
 			t.Errorf("imgfs pull %s: exit %d, stderr:\n%s\nwant exit 1 and one line with %q", c.ref, res.code, res.stderr, c.want)
+		}
+	}
+}
+
+// TestPullWrongDiffID: an image whose config names other diffIDs than its layers have is
+// refused, with one line naming the registry and the layer, and the store is left as it
+// was: index.json the same, nothing in blobs/ or .imgfs/tmp.
+func TestPullWrongDiffID(t *testing.T) {
+	r := startRegistry(t)
+	tmp := t.TempDir()
+	orig := filepath.Join(tmp, "orig")
+	s, err := store.Open(orig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := writeImage(s, "", layer0(), layer1())
+	if err != nil {
+		t.Fatal(err)
+	}
+	diffIDs := slices.Clone(img.diffIDs)
+	diffIDs[1] = digest.FromString("not the layer")
+	created := mtime
+	cd, err := putJSON(s, ocispec.MediaTypeImageConfig, ocispec.Image{
+		Created:  &created,
+		Platform: ocispec.Platform{OS: "linux", Architecture: runtime.GOARCH},
+		RootFS:   ocispec.RootFS{Type: "layers", DiffIDs: diffIDs},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := ocispec.Manifest{MediaType: ocispec.MediaTypeImageManifest, Config: cd, Layers: img.layers}
+	m.SchemaVersion = 2
+	md, err := putJSON(s, ocispec.MediaTypeImageManifest, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := reference.ParseNormalizedNamed("test/bad:x")
+	if err := s.Tag(n, md); err != nil {
+		t.Fatal(err)
+	}
+	r.skopeoPush(t, orig, "x", "test/bad:x")
+
+	pulled := filepath.Join(tmp, "pulled")
+	if _, err := store.Open(pulled); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.ReadFile(filepath.Join(pulled, "index.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := r.host + "/test/bad:x"
+	res := imgfs(t, pulled, "pull", ref)
+	lines := strings.Split(strings.TrimSpace(res.stderr), "\n")
+	last := lines[len(lines)-1]
+	if res.code != 1 || !strings.Contains(last, "diffID") || !strings.Contains(last, r.host) ||
+		!strings.Contains(last, img.layers[1].Digest.String()) {
+		t.Errorf("imgfs pull %s: exit %d, stderr:\n%s\nwant exit 1, a last line naming the registry, layer %s and its diffID",
+			ref, res.code, res.stderr, img.layers[1].Digest)
+	}
+	after, err := os.ReadFile(filepath.Join(pulled, "index.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(after) != string(before) {
+		t.Errorf("index.json changed by a failed pull:\n%s", after)
+	}
+	for _, d := range []string{"blobs/sha256", ".imgfs/tmp"} {
+		ents, err := os.ReadDir(filepath.Join(pulled, d))
+		if err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+		if len(ents) > 0 {
+			var names []string
+			for _, e := range ents {
+				names = append(names, e.Name())
+			}
+			t.Errorf("a failed pull left %s: %s", d, strings.Join(names, " "))
 		}
 	}
 }
