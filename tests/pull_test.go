@@ -105,6 +105,17 @@ func TestPull(t *testing.T) {
 		t.Errorf("index.json changed on an up-to-date pull:\n%s\nwas:\n%s", after, before)
 	}
 
+	// By digest into an empty store: unnamed, reachable by its image ID.
+	byDigest := r.host + "/test/app@" + img.manifest.Digest.String()
+	other := filepath.Join(tmp, "bydigest")
+	res = imgfs(t, other, "pull", byDigest)
+	if res.code != 0 || !strings.Contains(res.stdout, "Status: Downloaded newer image for "+byDigest) {
+		t.Errorf("imgfs pull %s: exit %d\nstdout:\n%s\nstderr:\n%s", byDigest, res.code, res.stdout, res.stderr)
+	}
+	if out := imgfsOK(t, other, "inspect", img.id.String()); !strings.Contains(out, img.manifest.Digest.String()) {
+		t.Errorf("imgfs inspect %s after a pull by digest:\n%s", img.id, out)
+	}
+
 	// -q: nothing.
 	if res := imgfs(t, pulled, "pull", "-q", ref); res.code != 0 || res.stdout != "" || res.stderr != "" {
 		t.Errorf("imgfs pull -q: exit %d, stdout %q, stderr %q", res.code, res.stdout, res.stderr)
