@@ -210,3 +210,91 @@ func TestPullWrongDiffID(t *testing.T) {
 		}
 	}
 }
+
+// TestPullMultiPlatform: of an image index pushed with skopeo --all, a pull takes the index
+// and this machine's manifest, or --platform's.
+func TestPullMultiPlatform(t *testing.T) {
+	r := startRegistry(t)
+	tmp := t.TempDir()
+	orig := filepath.Join(tmp, "orig")
+	s, err := store.Open(orig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, err := writeImage(s, "", layer0(), layer1())
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherArch := "arm64"
+	if runtime.GOARCH == "arm64" {
+		otherArch = "amd64"
+	}
+	created := mtime
+	cd, err := putJSON(s, ocispec.MediaTypeImageConfig, ocispec.Image{
+		Created:  &created,
+		Platform: ocispec.Platform{OS: "linux", Architecture: otherArch},
+		RootFS:   ocispec.RootFS{Type: "layers", DiffIDs: host.diffIDs[:1]},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := ocispec.Manifest{MediaType: ocispec.MediaTypeImageManifest, Config: cd, Layers: host.layers[:1]}
+	m.SchemaVersion = 2
+	other, err := putJSON(s, ocispec.MediaTypeImageManifest, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostDesc := host.manifest
+	hostDesc.Platform = &ocispec.Platform{OS: "linux", Architecture: runtime.GOARCH}
+	otherDesc := other
+	otherDesc.Platform = &ocispec.Platform{OS: "linux", Architecture: otherArch}
+	ix := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{otherDesc, hostDesc}}
+	ix.SchemaVersion = 2
+	index, err := putJSON(s, ocispec.MediaTypeImageIndex, ix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := reference.ParseNormalizedNamed("test/multi:1")
+	if err := s.Tag(n, index); err != nil {
+		t.Fatal(err)
+	}
+	skopeo := needProgram(t, "skopeo", "skopeo")
+	ok(t, "", skopeo, "copy", "--quiet", "--all", "--dest-tls-verify=false", "oci:"+orig+":1", "docker://"+r.host+"/test/multi:1")
+
+	ref := r.host + "/test/multi:1"
+	for _, c := range []struct {
+		platform string
+		want     ocispec.Descriptor
+		id       digest.Digest
+	}{
+		{"", host.manifest, host.id},
+		{"linux/" + otherArch, other, cd.Digest},
+	} {
+		dir := filepath.Join(tmp, "pulled-"+strings.ReplaceAll(c.platform, "/", "-"))
+		args := []string{"pull", ref}
+		if c.platform != "" {
+			args = append([]string{"--platform", c.platform}, args...)
+		}
+		res := imgfs(t, dir, args...)
+		if res.code != 0 || !strings.Contains(res.stdout, "Digest: "+index.Digest.String()) {
+			t.Fatalf("imgfs %s: exit %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), res.code, res.stdout, res.stderr)
+		}
+		ps, err := store.Open(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.platform != "" {
+			if ps.Platform, err = store.ParsePlatform(c.platform); err != nil {
+				t.Fatal(err)
+			}
+		}
+		img, err := ps.Resolve(ref)
+		if err != nil {
+			t.Fatalf("platform %q: %v", c.platform, err)
+		}
+		if img.Target.Digest != index.Digest || img.Descriptor.Digest != c.want.Digest || img.ID != c.id {
+			t.Errorf("platform %q: pulled index %s, manifest %s, ID %s; want %s, %s, %s", c.platform,
+				img.Target.Digest, img.Descriptor.Digest, img.ID, index.Digest, c.want.Digest, c.id)
+		}
+	}
+}
