@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -43,7 +44,14 @@ func New(opts Options) (*Client, error) {
 	if kc == nil {
 		kc = authn.DefaultKeychain
 	}
-	ropts := []remote.Option{remote.WithAuthFromKeychain(kc)}
+	c := &Client{insecure: map[string]bool{}}
+	for _, h := range opts.Insecure {
+		c.insecure[strings.ToLower(h)] = true
+	}
+	ropts := []remote.Option{
+		remote.WithAuthFromKeychain(kc),
+		remote.WithTransport(httpsOnly{next: remote.DefaultTransport, plain: c.plainHTTP}),
+	}
 	if opts.UserAgent != "" {
 		ropts = append(ropts, remote.WithUserAgent(opts.UserAgent))
 	}
@@ -51,10 +59,7 @@ func New(opts Options) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{puller: p, insecure: map[string]bool{}}
-	for _, h := range opts.Insecure {
-		c.insecure[strings.ToLower(h)] = true
-	}
+	c.puller = p
 	return c, nil
 }
 
@@ -74,6 +79,24 @@ func (c *Client) ParseReference(s string) (name.Reference, error) {
 		}
 	}
 	return ref, nil
+}
+
+// httpsOnly sends over HTTPS the requests that go-containerregistry would send over plain
+// HTTP to a host that may not have it: ggcr picks HTTP by itself for private (RFC 1918)
+// addresses, where imgfs, as docker, uses plain HTTP only for loopback registries and
+// those given as insecure. A registry that only speaks HTTP there then fails, instead of
+// being talked to in the clear.
+type httpsOnly struct {
+	next  http.RoundTripper
+	plain func(host string) bool
+}
+
+func (t httpsOnly) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme == "http" && !t.plain(req.URL.Host) {
+		req = req.Clone(req.Context())
+		req.URL.Scheme = "https"
+	}
+	return t.next.RoundTrip(req)
 }
 
 // plainHTTP says whether the registry host (maybe with a port) is reached over HTTP.

@@ -1,6 +1,9 @@
 package registry
 
-import "testing"
+import (
+	"net/http"
+	"testing"
+)
 
 func TestParseReference(t *testing.T) {
 	c, err := New(Options{Insecure: []string{"reg.example:5000", "plain.example"}})
@@ -42,3 +45,43 @@ func TestParseReference(t *testing.T) {
 }
 
 const hex64 = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+// urlRecorder answers every request with 204 and remembers its URL.
+type urlRecorder struct{ urls []string }
+
+func (r *urlRecorder) RoundTrip(req *http.Request) (*http.Response, error) {
+	r.urls = append(r.urls, req.URL.String())
+	return &http.Response{StatusCode: http.StatusNoContent, Body: http.NoBody, Request: req}, nil
+}
+
+// A request go-containerregistry would send over plain HTTP goes over HTTPS unless its
+// registry is loopback or insecure: ggcr itself picks HTTP for private addresses.
+func TestHTTPSOnly(t *testing.T) {
+	c, err := New(Options{Insecure: []string{"10.9.9.9:5000"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &urlRecorder{}
+	rt := httpsOnly{next: rec, plain: c.plainHTTP}
+	for _, u := range []string{
+		"http://10.1.2.3:5000/v2/", "http://192.168.1.1/v2/", "https://ghcr.io/v2/",
+		"http://127.0.0.1:5000/v2/", "http://localhost/v2/", "http://10.9.9.9:5000/v2/",
+	} {
+		req, err := http.NewRequest(http.MethodGet, u, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := rt.RoundTrip(req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []string{
+		"https://10.1.2.3:5000/v2/", "https://192.168.1.1/v2/", "https://ghcr.io/v2/",
+		"http://127.0.0.1:5000/v2/", "http://localhost/v2/", "http://10.9.9.9:5000/v2/",
+	}
+	for i := range want {
+		if rec.urls[i] != want[i] {
+			t.Errorf("request %d went to %s, want %s", i, rec.urls[i], want[i])
+		}
+	}
+}
