@@ -24,14 +24,7 @@ func TestPull(t *testing.T) {
 
 	// The original, named as it will be pulled so that both export.tar name it alike.
 	orig := filepath.Join(tmp, "orig")
-	s, err := store.Open(orig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := writeImage(s, "", layer0(), layer1())
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, img := origImage(t, orig)
 	n, err := reference.ParseNormalizedNamed(ref)
 	if err != nil {
 		t.Fatal(err)
@@ -141,14 +134,7 @@ func TestPullWrongDiffID(t *testing.T) {
 	r := startRegistry(t)
 	tmp := t.TempDir()
 	orig := filepath.Join(tmp, "orig")
-	s, err := store.Open(orig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := writeImage(s, "", layer0(), layer1())
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, img := origImage(t, orig)
 	diffIDs := slices.Clone(img.diffIDs)
 	diffIDs[1] = digest.FromString("not the layer")
 	created := mtime
@@ -217,14 +203,7 @@ func TestPullMultiPlatform(t *testing.T) {
 	r := startRegistry(t)
 	tmp := t.TempDir()
 	orig := filepath.Join(tmp, "orig")
-	s, err := store.Open(orig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	host, err := writeImage(s, "", layer0(), layer1())
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, host := origImage(t, orig)
 	otherArch := "arm64"
 	if runtime.GOARCH == "arm64" {
 		otherArch = "amd64"
@@ -297,4 +276,19 @@ func TestPullMultiPlatform(t *testing.T) {
 				img.Target.Digest, img.Descriptor.Digest, img.ID, index.Digest, c.want.Digest, c.id)
 		}
 	}
+}
+
+// origImage makes a store at dir with the test image of two layers in it, untagged: the
+// original a test pushes to its registry.
+func origImage(t *testing.T, dir string) (*store.Store, image) {
+	t.Helper()
+	s, err := store.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := writeImage(s, "", layer0(), layer1())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, img
 }
