@@ -35,6 +35,11 @@ type Options struct {
 // Client reaches registries.
 type Client struct {
 	puller   *remote.Puller
+	pusher   *remote.Pusher
+	ropts    []remote.Option // New's options: the keychain, the httpsOnly transport, the user agent
+	keychain authn.Keychain
+	rt       http.RoundTripper // the httpsOnly transport
+	ua       string
 	insecure map[string]bool
 }
 
@@ -44,13 +49,14 @@ func New(opts Options) (*Client, error) {
 	if kc == nil {
 		kc = authn.DefaultKeychain
 	}
-	c := &Client{insecure: map[string]bool{}}
+	c := &Client{insecure: map[string]bool{}, keychain: kc, ua: opts.UserAgent}
 	for _, h := range opts.Insecure {
 		c.insecure[strings.ToLower(h)] = true
 	}
+	c.rt = httpsOnly{next: remote.DefaultTransport, plain: c.plainHTTP}
 	ropts := []remote.Option{
 		remote.WithAuthFromKeychain(kc),
-		remote.WithTransport(httpsOnly{next: remote.DefaultTransport, plain: c.plainHTTP}),
+		remote.WithTransport(c.rt),
 	}
 	if opts.UserAgent != "" {
 		ropts = append(ropts, remote.WithUserAgent(opts.UserAgent))
@@ -60,6 +66,10 @@ func New(opts Options) (*Client, error) {
 		return nil, err
 	}
 	c.puller = p
+	if c.pusher, err = remote.NewPusher(ropts...); err != nil {
+		return nil, err
+	}
+	c.ropts = ropts
 	return c, nil
 }
 

@@ -1,0 +1,70 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/imgfs/imgfs/registry"
+	"github.com/spf13/cobra"
+)
+
+func newPushCmd(g *globals) *cobra.Command {
+	var quiet bool
+	var insecure []string
+	cmd := &cobra.Command{
+		Use:   "push [flags] REF",
+		Short: "Push an image from the store to a registry",
+		Long: `Push the image REF from the store to the registry its name says, as docker push does; a
+repository name without a tag pushes every tag of it. The manifest, config and compressed
+layers go up byte for byte, so the digests stay the same. Each blob is checked with a HEAD
+first and only missing ones are uploaded. Multi-platform images (image indexes) are not
+pushed yet. Credentials come from docker's config.json and its credential helpers.
+Loopback registries are reached over plain HTTP, others over HTTPS unless named with
+--insecure-registry.
+
+Layer progress goes to stderr, "TAG: digest: sha256:... size: N" to stdout; --quiet prints
+nothing.`,
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := g.open()
+			if err != nil {
+				return err
+			}
+			c, err := registry.New(registry.Options{Insecure: insecure, UserAgent: "imgfs/" + version})
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			var opts registry.PushOptions
+			if !quiet {
+				errw := cmd.ErrOrStderr()
+				opts.Status = func(id, msg string) {
+					if id == "" {
+						fmt.Fprintln(errw, msg)
+					} else {
+						fmt.Fprintf(errw, "%s: %s\n", id, msg)
+					}
+				}
+			}
+			res, err := c.Push(ctx, s, args[0], opts)
+			if err != nil {
+				return fmt.Errorf("push %s: %w", args[0], err)
+			}
+			if quiet {
+				return nil
+			}
+			out := cmd.OutOrStdout()
+			for _, p := range res {
+				fmt.Fprintf(out, "%s: digest: %s size: %d\n", p.Tag, p.Digest, p.Size)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print nothing")
+	cmd.Flags().StringSliceVar(&insecure, "insecure-registry", nil, "reach registry HOST[:PORT] over plain HTTP (repeatable)")
+	return cmd
+}
