@@ -79,7 +79,6 @@ func (c *Client) Push(ctx context.Context, s *store.Store, refStr string, opts P
 		return nil, err
 	}
 	repo := repoRef.Context()
-	status("", "The push refers to repository ["+named.Name()+"]")
 
 	todo := map[name.Reference]remote.Taggable{}
 	var res []Pushed
@@ -91,12 +90,17 @@ func (c *Client) Push(ctx context.Context, s *store.Store, refStr string, opts P
 		}
 		si, err := newStoreImage(s, img)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", reference.FamiliarString(names[i]), err)
+			if reference.IsNameOnly(named) {
+				err = fmt.Errorf("%s: %w", reference.FamiliarString(names[i]), err)
+			}
+			return nil, err
 		}
 		todo[ref] = si
 		res = append(res, Pushed{Tag: ref.Identifier(), Digest: img.Target.Digest, Size: img.Target.Size})
 		layers = append(layers, img.Manifest.Layers)
 	}
+
+	status("", "The push refers to repository ["+named.Name()+"]")
 
 	// What the registry has already, each blob asked once.
 	heads := &blobHeads{c: c, repo: repo, known: map[digest.Digest]bool{}}
@@ -193,7 +197,7 @@ type storeImage struct {
 
 func newStoreImage(s *store.Store, img store.Image) (v1.Image, error) {
 	if img.Target.Digest != img.Descriptor.Digest {
-		return nil, fmt.Errorf("%s is a multi-platform image (image index %s): pushing image indexes is not supported yet", reference.FamiliarString(img.Name), img.Target.Digest)
+		return nil, fmt.Errorf("a multi-platform image (image index %s): pushing image indexes is not supported yet", img.Target.Digest)
 	}
 	raw, err := s.ReadBlob(img.Descriptor.Digest, store.MaxManifestSize)
 	if err != nil {

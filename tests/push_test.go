@@ -3,12 +3,14 @@ package tests
 import (
 	"encoding/json"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/distribution/reference"
 	"github.com/imgfs/imgfs/store"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // uploads returns the access log lines of upload requests on blob URLs.
@@ -108,5 +110,34 @@ func TestPush(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(res.stderr), "\n")
 	if res.code != 1 || len(lines) != 1 || !strings.Contains(lines[0], bad) {
 		t.Errorf("imgfs push %s: exit %d, stderr:\n%s\nwant exit 1 and one line naming it", bad, res.code, res.stderr)
+	}
+}
+
+// TestPushIndexRefused: a multi-platform image (an image index) is refused, for now, in
+// one line naming it, exit 1, and nothing is sent.
+func TestPushIndexRefused(t *testing.T) {
+	r := startRegistry(t)
+	orig := filepath.Join(t.TempDir(), "orig")
+	s, img := origImage(t, orig)
+	desc := img.manifest
+	desc.Platform = &ocispec.Platform{OS: "linux", Architecture: runtime.GOARCH}
+	ix := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{desc}}
+	ix.SchemaVersion = 2
+	index, err := putJSON(s, ocispec.MediaTypeImageIndex, ix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := r.host + "/test/multi:1"
+	n, _ := reference.ParseNormalizedNamed(ref)
+	if err := s.Tag(n, index); err != nil {
+		t.Fatal(err)
+	}
+	res := imgfs(t, orig, "push", ref)
+	lines := strings.Split(strings.TrimSpace(res.stderr), "\n")
+	if res.code != 1 || len(lines) != 1 || !strings.Contains(lines[0], "multi-platform") || !strings.Contains(lines[0], ref) {
+		t.Errorf("imgfs push %s: exit %d, stderr:\n%s\nwant exit 1 and one line refusing the multi-platform image", ref, res.code, res.stderr)
+	}
+	if ups := r.uploads(t); len(ups) != 0 {
+		t.Errorf("a refused push uploaded:\n%s", strings.Join(ups, "\n"))
 	}
 }
