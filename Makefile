@@ -39,13 +39,13 @@ lint:
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-# Every test; the packages with concurrency under the race detector, and the mount and pull tests
+# Every test; the packages with concurrency under the race detector, and the mount, pull and push tests
 # that run concurrently again with imgfs built with -race.
 test: deps lint
 	$(GO) test -count=1 ./...
 	GOFLAGS= $(GO) test -count=1 -short ./layerindex/...
 	$(GO) test -count=1 -race -short ./layerindex/... ./store/... ./export/... ./registry/...
-	IMGFS_RACE=1 $(GO) test -count=1 -run 'TestExportReads|TestReads|TestRootfs|TestStoreChanges|TestPull' ./tests/
+	IMGFS_RACE=1 $(GO) test -count=1 -run 'TestExportReads|TestReads|TestRootfs|TestStoreChanges|TestPull|TestPush' ./tests/
 
 # Fuzz each parser for FUZZTIME (go test -fuzz runs one target at a time).
 FUZZTIME ?= 60s
