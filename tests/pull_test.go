@@ -24,14 +24,7 @@ func TestPull(t *testing.T) {
 
 	// The original, named as it will be pulled so that both export.tar name it alike.
 	orig := filepath.Join(tmp, "orig")
-	s, img := origImage(t, orig)
-	n, err := reference.ParseNormalizedNamed(ref)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Tag(n, img.manifest); err != nil {
-		t.Fatal(err)
-	}
+	_, img := origImage(t, orig, ref)
 	// The store's org.opencontainers.image.ref.name is the tag: skopeo's oci:DIR:1.
 	r.skopeoPush(t, orig, "1", "test/app:1")
 
@@ -134,7 +127,7 @@ func TestPullWrongDiffID(t *testing.T) {
 	r := startRegistry(t)
 	tmp := t.TempDir()
 	orig := filepath.Join(tmp, "orig")
-	s, img := origImage(t, orig)
+	s, img := origImage(t, orig, "")
 	diffIDs := slices.Clone(img.diffIDs)
 	diffIDs[1] = digest.FromString("not the layer")
 	created := mtime
@@ -203,7 +196,7 @@ func TestPullMultiPlatform(t *testing.T) {
 	r := startRegistry(t)
 	tmp := t.TempDir()
 	orig := filepath.Join(tmp, "orig")
-	s, host := origImage(t, orig)
+	s, host := origImage(t, orig, "")
 	otherArch := "arm64"
 	if runtime.GOARCH == "arm64" {
 		otherArch = "amd64"
@@ -278,15 +271,15 @@ func TestPullMultiPlatform(t *testing.T) {
 	}
 }
 
-// origImage makes a store at dir with the test image of two layers in it, untagged: the
-// original a test pushes to its registry.
-func origImage(t *testing.T, dir string) (*store.Store, image) {
+// origImage makes a store at dir with the test image of two layers in it, named name
+// ("": untagged): the original a test pushes to its registry.
+func origImage(t *testing.T, dir, name string) (*store.Store, image) {
 	t.Helper()
 	s, err := store.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	img, err := writeImage(s, "", layer0(), layer1())
+	img, err := writeImage(s, name, layer0(), layer1())
 	if err != nil {
 		t.Fatal(err)
 	}

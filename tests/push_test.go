@@ -34,14 +34,7 @@ func TestPush(t *testing.T) {
 	tmp := t.TempDir()
 	ref := r.host + "/test/app:1"
 	orig := filepath.Join(tmp, "orig")
-	s, img := origImage(t, orig)
-	n, err := reference.ParseNormalizedNamed(ref)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Tag(n, img.manifest); err != nil {
-		t.Fatal(err)
-	}
+	_, img := origImage(t, orig, ref)
 
 	res := imgfs(t, orig, "push", ref)
 	if res.code != 0 {
@@ -118,7 +111,7 @@ func TestPush(t *testing.T) {
 func TestPushIndexRefused(t *testing.T) {
 	r := startRegistry(t)
 	orig := filepath.Join(t.TempDir(), "orig")
-	s, img := origImage(t, orig)
+	s, img := origImage(t, orig, "")
 	desc := img.manifest
 	desc.Platform = &ocispec.Platform{OS: "linux", Architecture: runtime.GOARCH}
 	ix := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{desc}}

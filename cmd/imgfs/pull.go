@@ -1,11 +1,7 @@
 package main
 
 import (
-	"context"
 	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/distribution/reference"
 	"github.com/imgfs/imgfs/registry"
@@ -13,8 +9,7 @@ import (
 )
 
 func newPullCmd(g *globals) *cobra.Command {
-	var quiet bool
-	var insecure []string
+	var f registryFlags
 	cmd := &cobra.Command{
 		Use:   "pull [flags] REF",
 		Short: "Pull an image from a registry into the store",
@@ -29,26 +24,17 @@ unless named with --insecure-registry.
 Layer progress goes to stderr, the digest and status to stdout; --quiet prints nothing.`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := g.open()
+			s, c, ctx, stop, err := f.open(g)
 			if err != nil {
 				return err
 			}
-			c, err := registry.New(registry.Options{Insecure: insecure, UserAgent: "imgfs/" + version})
-			if err != nil {
-				return err
-			}
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			var opts registry.PullOptions
-			if !quiet {
-				errw := cmd.ErrOrStderr()
-				opts.Status = func(id, msg string) { fmt.Fprintf(errw, "%s: %s\n", id, msg) }
-			}
+			opts := registry.PullOptions{Status: f.status(cmd.ErrOrStderr())}
 			res, err := c.Pull(ctx, s, args[0], opts)
 			if err != nil {
 				return fmt.Errorf("pull %s: %w", args[0], err)
 			}
-			if quiet {
+			if f.quiet {
 				return nil
 			}
 			out := cmd.OutOrStdout()
@@ -61,7 +47,6 @@ Layer progress goes to stderr, the digest and status to stdout; --quiet prints n
 			return nil
 		},
 	}
-	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print nothing")
-	cmd.Flags().StringSliceVar(&insecure, "insecure-registry", nil, "reach registry HOST[:PORT] over plain HTTP (repeatable)")
+	f.add(cmd)
 	return cmd
 }

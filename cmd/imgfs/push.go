@@ -1,19 +1,14 @@
 package main
 
 import (
-	"context"
 	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/imgfs/imgfs/registry"
 	"github.com/spf13/cobra"
 )
 
 func newPushCmd(g *globals) *cobra.Command {
-	var quiet bool
-	var insecure []string
+	var f registryFlags
 	cmd := &cobra.Command{
 		Use:   "push [flags] REF",
 		Short: "Push an image from the store to a registry",
@@ -29,32 +24,17 @@ Layer progress goes to stderr, "TAG: digest: sha256:... size: N" to stdout; --qu
 nothing.`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := g.open()
+			s, c, ctx, stop, err := f.open(g)
 			if err != nil {
 				return err
 			}
-			c, err := registry.New(registry.Options{Insecure: insecure, UserAgent: "imgfs/" + version})
-			if err != nil {
-				return err
-			}
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			var opts registry.PushOptions
-			if !quiet {
-				errw := cmd.ErrOrStderr()
-				opts.Status = func(id, msg string) {
-					if id == "" {
-						fmt.Fprintln(errw, msg)
-					} else {
-						fmt.Fprintf(errw, "%s: %s\n", id, msg)
-					}
-				}
-			}
+			opts := registry.PushOptions{Status: f.status(cmd.ErrOrStderr())}
 			res, err := c.Push(ctx, s, args[0], opts)
 			if err != nil {
 				return fmt.Errorf("push %s: %w", args[0], err)
 			}
-			if quiet {
+			if f.quiet {
 				return nil
 			}
 			out := cmd.OutOrStdout()
@@ -64,7 +44,6 @@ nothing.`,
 			return nil
 		},
 	}
-	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print nothing")
-	cmd.Flags().StringSliceVar(&insecure, "insecure-registry", nil, "reach registry HOST[:PORT] over plain HTTP (repeatable)")
+	f.add(cmd)
 	return cmd
 }

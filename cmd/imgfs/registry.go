@@ -1,0 +1,53 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/imgfs/imgfs/registry"
+	"github.com/imgfs/imgfs/store"
+	"github.com/spf13/cobra"
+)
+
+// registryFlags are the flags pull and push share.
+type registryFlags struct {
+	quiet    bool
+	insecure []string
+}
+
+func (f *registryFlags) add(cmd *cobra.Command) {
+	cmd.Flags().BoolVarP(&f.quiet, "quiet", "q", false, "print nothing")
+	cmd.Flags().StringSliceVar(&f.insecure, "insecure-registry", nil, "reach registry HOST[:PORT] over plain HTTP (repeatable)")
+}
+
+// open opens the store and a registry client, and returns a context that an interrupt or
+// SIGTERM cancels; the caller calls stop.
+func (f *registryFlags) open(g *globals) (s *store.Store, c *registry.Client, ctx context.Context, stop func(), err error) {
+	if s, err = g.open(); err != nil {
+		return nil, nil, nil, nil, err
+	}
+	if c, err = registry.New(registry.Options{Insecure: f.insecure, UserAgent: "imgfs/" + version}); err != nil {
+		return nil, nil, nil, nil, err
+	}
+	ctx, stop = signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	return s, c, ctx, stop, nil
+}
+
+// status returns the progress printer to w ("ID: message", or the message alone when it
+// names no layer), nil when quiet.
+func (f *registryFlags) status(w io.Writer) func(id, msg string) {
+	if f.quiet {
+		return nil
+	}
+	return func(id, msg string) {
+		if id == "" {
+			fmt.Fprintln(w, msg)
+		} else {
+			fmt.Fprintf(w, "%s: %s\n", id, msg)
+		}
+	}
+}
