@@ -41,14 +41,7 @@ func TestPull(t *testing.T) {
 	if want := "Digest: " + img.manifest.Digest.String() + "\nStatus: Downloaded newer image for " + ref + "\n"; res.stdout != want {
 		t.Errorf("imgfs pull stdout:\n%s\nwant:\n%s", res.stdout, want)
 	}
-	ps, err := store.Open(pulled)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := ps.Resolve(ref)
-	if err != nil {
-		t.Fatal(err)
-	}
+	got := resolveIn(t, pulled, ref)
 	if got.Target.Digest != img.manifest.Digest || got.ID != img.id {
 		t.Fatalf("pulled manifest %s, image ID %s; want %s, %s", got.Target.Digest, got.ID, img.manifest.Digest, img.id)
 	}
@@ -284,4 +277,18 @@ func origImage(t *testing.T, dir, name string) (*store.Store, image) {
 		t.Fatal(err)
 	}
 	return s, img
+}
+
+// resolveIn opens the store at dir and resolves ref in it.
+func resolveIn(t *testing.T, dir, ref string) store.Image {
+	t.Helper()
+	s, err := store.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := s.Resolve(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
 }

@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/distribution/reference"
-	"github.com/imgfs/imgfs/store"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
@@ -68,14 +67,7 @@ func TestPush(t *testing.T) {
 	if res := imgfs(t, pulled, "pull", "-q", ref); res.code != 0 {
 		t.Fatalf("imgfs pull %s: exit %d\n%s%s", ref, res.code, res.stdout, res.stderr)
 	}
-	ps, err := store.Open(pulled)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := ps.Resolve(ref)
-	if err != nil {
-		t.Fatal(err)
-	}
+	got := resolveIn(t, pulled, ref)
 	if got.Target.Digest != img.manifest.Digest || got.ID != img.id {
 		t.Errorf("pulled back manifest %s, ID %s; want %s, %s", got.Target.Digest, got.ID, img.manifest.Digest, img.id)
 	}
