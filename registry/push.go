@@ -5,11 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
-	"sync"
 
 	"github.com/distribution/reference"
-	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
@@ -131,15 +128,12 @@ func (c *Client) Push(ctx context.Context, s *store.Store, refStr string, opts P
 	return res, nil
 }
 
-// blobHeads asks a repository whether it has blobs, with a HEAD each through
-// go-containerregistry's transport (the Client's keychain and transport), and remembers
-// the answers for the rest of the command.
+// blobHeads asks a repository whether it has blobs, with a HEAD each, and remembers the
+// answers for the rest of the command.
 type blobHeads struct {
 	c     *Client
 	repo  name.Repository
-	once  sync.Once
-	hc    *http.Client
-	err   error
+	rc    *repoClient
 	known map[digest.Digest]bool
 }
 
@@ -147,42 +141,19 @@ func (b *blobHeads) exists(ctx context.Context, d digest.Digest) (bool, error) {
 	if ok, seen := b.known[d]; seen {
 		return ok, nil
 	}
-	b.once.Do(func() {
-		auth, err := authn.Resolve(ctx, b.c.keychain, b.repo)
+	if b.rc == nil {
+		rc, err := b.c.repoClient(ctx, b.repo, transport.PushScope)
 		if err != nil {
-			b.err = err
-			return
+			return false, err
 		}
-		rt := b.c.rt
-		if b.c.ua != "" {
-			rt = transport.NewUserAgent(rt, b.c.ua)
-		}
-		rt, err = transport.NewWithContext(ctx, b.repo.Registry, auth, rt, []string{b.repo.Scope(transport.PushScope)})
-		if err != nil {
-			b.err = err
-			return
-		}
-		b.hc = &http.Client{Transport: rt}
-	})
-	ref := b.repo.Digest(d.String())
-	if b.err != nil {
-		return false, describe(b.err, ref, d)
+		b.rc = rc
 	}
-	u := fmt.Sprintf("%s://%s/v2/%s/blobs/%s", b.repo.Registry.Scheme(), b.repo.RegistryStr(), b.repo.RepositoryStr(), d)
-	req, err := http.NewRequestWithContext(ctx, http.MethodHead, u, nil)
+	ok, err := b.rc.hasBlob(ctx, d)
 	if err != nil {
 		return false, err
 	}
-	resp, err := b.hc.Do(req)
-	if err != nil {
-		return false, describe(err, ref, d)
-	}
-	resp.Body.Close()
-	if err := transport.CheckError(resp, http.StatusOK, http.StatusNotFound); err != nil {
-		return false, describe(err, ref, d)
-	}
-	b.known[d] = resp.StatusCode == http.StatusOK
-	return b.known[d], nil
+	b.known[d] = ok
+	return ok, nil
 }
 
 // storeImage is an image in the store as go-containerregistry sees it: its manifest and

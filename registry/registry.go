@@ -180,6 +180,57 @@ func (r *namedReader) Read(b []byte) (int, error) {
 	return n, err
 }
 
+// repoClient sends requests to one repository of a registry over go-containerregistry's
+// transport, which gets and renews the tokens for its scopes with the Client's keychain,
+// through the Client's httpsOnly transport. Push and pull use it for what remote does not
+// offer as imgfs needs it (a HEAD whose answer is kept, a blob's bytes unverified by remote
+// because the store verifies them).
+type repoClient struct {
+	repo name.Repository
+	hc   *http.Client
+}
+
+// repoClient returns a repoClient for repo with the given scope (transport.PullScope or
+// transport.PushScope).
+func (c *Client) repoClient(ctx context.Context, repo name.Repository, scope string) (*repoClient, error) {
+	auth, err := authn.Resolve(ctx, c.keychain, repo)
+	if err != nil {
+		return nil, describe(err, repo.Tag(""), "")
+	}
+	rt := c.rt
+	if c.ua != "" {
+		rt = transport.NewUserAgent(rt, c.ua)
+	}
+	rt, err = transport.NewWithContext(ctx, repo.Registry, auth, rt, []string{repo.Scope(scope)})
+	if err != nil {
+		return nil, describe(err, repo.Tag(""), "")
+	}
+	return &repoClient{repo: repo, hc: &http.Client{Transport: rt}}, nil
+}
+
+// url returns the URL of path (as "blobs/sha256:...") in the repository.
+func (r *repoClient) url(path string) string {
+	return fmt.Sprintf("%s://%s/v2/%s/%s", r.repo.Registry.Scheme(), r.repo.RegistryStr(), r.repo.RepositoryStr(), path)
+}
+
+// hasBlob says whether the repository has blob d, with a HEAD.
+func (r *repoClient) hasBlob(ctx context.Context, d digest.Digest) (bool, error) {
+	ref := r.repo.Digest(d.String())
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, r.url("blobs/"+d.String()), nil)
+	if err != nil {
+		return false, err
+	}
+	resp, err := r.hc.Do(req)
+	if err != nil {
+		return false, describe(err, ref, d)
+	}
+	resp.Body.Close()
+	if err := transport.CheckError(resp, http.StatusOK, http.StatusNotFound); err != nil {
+		return false, describe(err, ref, d)
+	}
+	return resp.StatusCode == http.StatusOK, nil
+}
+
 // hasCode says whether err is a registry's answer with the given error code.
 func hasCode(err error, code transport.ErrorCode) bool {
 	var te *transport.Error
@@ -205,6 +256,8 @@ func describe(err error, ref name.Reference, blob digest.Digest) error {
 	}
 	if blob != "" {
 		what = "blob " + blob.String()
+	} else if ref.Identifier() == "" {
+		what = "token" // a repoClient's, before any request
 	}
 	var te *transport.Error
 	if errors.As(err, &te) {
