@@ -25,6 +25,9 @@ type PullOptions struct {
 	// digest ("" for the image), msg "Pulling fs layer", "Already exists", "Download
 	// complete", "Pull complete". It may be called from several goroutines, never at once.
 	Status func(id, msg string)
+	// Progress hears how many bytes of a layer (id, its short digest) have arrived, of
+	// total, while it downloads. It may be called from several goroutines at once.
+	Progress func(id string, current, total int64)
 }
 
 // PullResult is what a pull did.

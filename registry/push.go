@@ -24,6 +24,9 @@ type PushOptions struct {
 	// ("" for the repository), msg "The push refers to repository [HOST/REPO]", "Pushed",
 	// "Layer already exists".
 	Status func(id, msg string)
+	// Progress hears how many bytes of a layer (id, its short digest) have gone up, of
+	// total, while it uploads. It may be called from several goroutines at once.
+	Progress func(id string, current, total int64)
 }
 
 // Pushed is one tag (or digest) a push sent.
