@@ -6,6 +6,7 @@ package registry
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -22,9 +23,14 @@ import (
 
 // Options configure a Client.
 type Options struct {
-	// Insecure lists the registries (host or host:port) reached over plain HTTP, as
-	// docker's --insecure-registry. Loopback registries always are.
+	// Insecure lists the registries (host or host:port) that may be reached over plain
+	// HTTP, as docker's --insecure-registry: HTTPS is tried first. Loopback ones always may.
 	Insecure []string
+	// CertDir holds the TLS files for every registry, as podman's --cert-dir: each *.crt
+	// CAs trusted besides the system's, a *.cert and its *.key a client certificate. ""
+	// means each registry's directory under /etc/docker/certs.d and
+	// /etc/containers/certs.d (HOST[:PORT]), those that exist, as docker and podman read.
+	CertDir string
 	// Keychain finds credentials; nil means authn.DefaultKeychain (docker's config.json
 	// and its credential helpers).
 	Keychain authn.Keychain
@@ -53,7 +59,11 @@ func New(opts Options) (*Client, error) {
 	for _, h := range opts.Insecure {
 		c.insecure[strings.ToLower(h)] = true
 	}
-	c.rt = httpsOnly{next: remote.DefaultTransport, plain: c.plainHTTP}
+	tlsRT, err := newTLSTransport(remote.DefaultTransport.(*http.Transport), opts.CertDir)
+	if err != nil {
+		return nil, err
+	}
+	c.rt = httpsOnly{next: tlsRT, plain: c.plainHTTP}
 	ropts := []remote.Option{
 		remote.WithAuthFromKeychain(kc),
 		remote.WithTransport(c.rt),
@@ -75,7 +85,10 @@ func New(opts Options) (*Client, error) {
 
 // ParseReference reads a reference by docker's rules: "alpine" is
 // docker.io/library/alpine:latest, NAME@sha256:... names a digest. Loopback registries
-// (localhost, 127.0.0.0/8, ::1) and those given as insecure are reached over plain HTTP.
+// (localhost, 127.0.0.0/8, ::1) and those given as insecure may be reached over plain
+// HTTP, as docker does: go-containerregistry pings them over HTTPS first, then HTTP, and
+// sends every request to the registry with the scheme that answered (its
+// schemeTransport), whatever the reference's Scheme() says.
 func (c *Client) ParseReference(s string) (name.Reference, error) {
 	ref, err := name.ParseReference(s)
 	if err != nil {
@@ -258,6 +271,10 @@ func describe(err error, ref name.Reference, blob digest.Digest) error {
 		what = "blob " + blob.String()
 	} else if ref.Identifier() == "" {
 		what = "token" // a repoClient's, before any request
+	}
+	var ce *tls.CertificateVerificationError
+	if errors.As(err, &ce) {
+		return fmt.Errorf("registry %s: TLS certificate not trusted (%v): give its CA as a *.crt in --cert-dir DIR or in /etc/docker/certs.d/%s/", reg, ce.Err, reg)
 	}
 	var te *transport.Error
 	if errors.As(err, &te) {
