@@ -18,8 +18,10 @@ docker's rules (alpine is docker.io/library/alpine:latest; NAME@sha256:... pulls
 The image is stored as it is in the registry (manifest, image index, config and compressed
 layers, same digests), each layer verified and indexed as it downloads, 3 at a time. Blobs
 the store has are not fetched again. Credentials come from docker's config.json and its
-credential helpers. Loopback registries are reached over plain HTTP, others over HTTPS
-unless named with --insecure-registry.
+credential helpers. Registries are reached over HTTPS, their certificate checked against
+the system's CAs and those of --cert-dir (or /etc/docker/certs.d/HOST[:PORT]/ and
+/etc/containers/certs.d/HOST[:PORT]/); loopback ones (localhost, 127.0.0.0/8, ::1) and
+those named with --insecure-registry over plain HTTP when they do not speak HTTPS.
 
 Layer progress goes to stderr, the digest and status to stdout; --quiet prints nothing.`,
 		Args: exactArgs(1),

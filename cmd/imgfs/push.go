@@ -16,9 +16,11 @@ func newPushCmd(g *globals) *cobra.Command {
 repository name without a tag pushes every tag of it. The manifest, config and compressed
 layers go up byte for byte, so the digests stay the same. Each blob is checked with a HEAD
 first and only missing ones are uploaded. Multi-platform images (image indexes) are not
-pushed yet. Credentials come from docker's config.json and its credential helpers.
-Loopback registries are reached over plain HTTP, others over HTTPS unless named with
---insecure-registry.
+pushed yet. Credentials come from docker's config.json and its
+credential helpers. Registries are reached over HTTPS, their certificate checked against
+the system's CAs and those of --cert-dir (or /etc/docker/certs.d/HOST[:PORT]/ and
+/etc/containers/certs.d/HOST[:PORT]/); loopback ones (localhost, 127.0.0.0/8, ::1) and
+those named with --insecure-registry over plain HTTP when they do not speak HTTPS.
 
 Layer progress goes to stderr, "TAG: digest: sha256:... size: N" to stdout; --quiet prints
 nothing.`,

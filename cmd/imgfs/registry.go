@@ -17,11 +17,13 @@ import (
 type registryFlags struct {
 	quiet    bool
 	insecure []string
+	certDir  string
 }
 
 func (f *registryFlags) add(cmd *cobra.Command) {
 	cmd.Flags().BoolVarP(&f.quiet, "quiet", "q", false, "print nothing")
-	cmd.Flags().StringSliceVar(&f.insecure, "insecure-registry", nil, "reach registry HOST[:PORT] over plain HTTP (repeatable)")
+	cmd.Flags().StringSliceVar(&f.insecure, "insecure-registry", nil, "let registry HOST[:PORT] be reached over plain HTTP when it has no HTTPS (repeatable)")
+	cmd.Flags().StringVar(&f.certDir, "cert-dir", "", "TLS files for the registry: *.crt CAs to trust, *.cert and *.key a client certificate (default /etc/docker/certs.d/HOST[:PORT], /etc/containers/certs.d/HOST[:PORT])")
 }
 
 // open opens the store and a registry client, and returns a context that an interrupt or
@@ -30,7 +32,7 @@ func (f *registryFlags) open(g *globals) (s *store.Store, c *registry.Client, ct
 	if s, err = g.open(); err != nil {
 		return nil, nil, nil, nil, err
 	}
-	if c, err = registry.New(registry.Options{Insecure: f.insecure, UserAgent: "imgfs/" + version}); err != nil {
+	if c, err = registry.New(registry.Options{Insecure: f.insecure, CertDir: f.certDir, UserAgent: "imgfs/" + version}); err != nil {
 		return nil, nil, nil, nil, err
 	}
 	ctx, stop = signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
