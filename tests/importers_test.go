@@ -36,7 +36,7 @@ func needProgram(t *testing.T, prog, pkg string) string {
 	if p := filepath.Join("/usr/sbin", prog); isExecutable(p) {
 		return p
 	}
-	t.Fatalf("%s not found, an importer this test loads images with: apt-get install %s (or scripts/install-deps.sh)", prog, pkg)
+	t.Fatalf("%s not found, which this test runs: apt-get install %s (or scripts/install-deps.sh)", prog, pkg)
 	return ""
 }
 

@@ -1,6 +1,8 @@
 package tests
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"net/http"
@@ -20,6 +22,19 @@ type testRegistry struct {
 	dir     string // storage root
 	logPath string // its stderr and stdout: the access log among them
 	cmd     *exec.Cmd
+	opts    registryOpts
+	certDir string       // with opts.tls: the test CA as ca.crt, what --cert-dir takes
+	client  *http.Client // trusts the test CA
+}
+
+// registryOpts choose what a test registry asks of its clients; the zero value is plain
+// HTTP without auth.
+type registryOpts struct {
+	// tls serves HTTPS only, with a certificate for IP 127.0.0.1 from a CA the test makes
+	// with openssl.
+	tls bool
+	// user and password, user set, are the only credentials accepted (htpasswd basic auth).
+	user, password string
 }
 
 // registryBin is where Debian's docker-registry package puts the registry.
@@ -51,12 +66,44 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// startRegistry starts a registry for the test, stopped (by its PID) at the end of it.
+// startRegistry starts a plain HTTP registry without auth for the test, stopped (by its
+// PID) at the end of it.
 func startRegistry(t *testing.T) *testRegistry {
+	t.Helper()
+	return startRegistryWith(t, registryOpts{})
+}
+
+// startRegistryWith starts a registry as opts say for the test, stopped (by its PID) at
+// the end of it.
+func startRegistryWith(t *testing.T, opts registryOpts) *testRegistry {
 	t.Helper()
 	bin := needRegistry(t)
 	tmp := t.TempDir()
-	r := &testRegistry{dir: filepath.Join(tmp, "storage"), logPath: filepath.Join(tmp, "registry.log")}
+	r := &testRegistry{dir: filepath.Join(tmp, "storage"), logPath: filepath.Join(tmp, "registry.log"),
+		opts: opts, client: &http.Client{}}
+	var extra string
+	if opts.tls {
+		r.certDir = filepath.Join(tmp, "certs")
+		pki := filepath.Join(tmp, "pki")
+		makeServerCert(t, pki, r.certDir)
+		pool := x509.NewCertPool()
+		ca, err := os.ReadFile(filepath.Join(r.certDir, "ca.crt"))
+		if err != nil || !pool.AppendCertsFromPEM(ca) {
+			t.Fatalf("reading the test CA: %v", err)
+		}
+		r.client.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+		extra += fmt.Sprintf("  tls:\n    certificate: %s\n    key: %s\n",
+			filepath.Join(pki, "server.crt"), filepath.Join(pki, "server.key"))
+	}
+	if opts.user != "" {
+		htpasswd := needProgram(t, "htpasswd", "apache2-utils")
+		out := ok(t, "", htpasswd, "-Bbn", opts.user, opts.password)
+		path := filepath.Join(tmp, "htpasswd")
+		if err := os.WriteFile(path, []byte(out), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		extra += fmt.Sprintf("auth:\n  htpasswd:\n    realm: imgfs-test\n    path: %s\n", path)
+	}
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {
 		r.host = fmt.Sprintf("127.0.0.1:%d", freePort(t))
@@ -74,7 +121,7 @@ storage:
     enabled: true
 http:
   addr: %s
-`, r.dir, r.host)
+`, r.dir, r.host) + extra
 		cfgPath := filepath.Join(tmp, "config.yml")
 		if err := os.WriteFile(cfgPath, []byte(config), 0o644); err != nil {
 			t.Fatal(err)
@@ -99,12 +146,12 @@ http:
 				return true
 			default:
 			}
-			resp, err := http.Get("http://" + r.host + "/v2/")
+			resp, err := r.client.Get(r.url("/v2/"))
 			if err != nil {
 				return false
 			}
 			resp.Body.Close()
-			return resp.StatusCode == http.StatusOK
+			return resp.StatusCode == http.StatusOK || (opts.user != "" && resp.StatusCode == http.StatusUnauthorized)
 		})
 		select {
 		case <-exited:
@@ -191,7 +238,52 @@ func (r *testRegistry) blobGets(t *testing.T) []string {
 func (r *testRegistry) skopeoPush(t *testing.T, dir, ref, repoTag string) {
 	t.Helper()
 	skopeo := needProgram(t, "skopeo", "skopeo")
-	ok(t, "", skopeo, "copy", "--quiet", "--dest-tls-verify=false", "oci:"+dir+":"+ref, "docker://"+r.host+"/"+repoTag)
+	args := append([]string{"copy", "--quiet"}, r.skopeoFlags("dest-")...)
+	ok(t, "", skopeo, append(args, "oci:"+dir+":"+ref, "docker://"+r.host+"/"+repoTag)...)
+}
+
+// skopeoFlags are the flags skopeo needs for the registry, named with prefix ("dest-" for
+// skopeo copy's destination, "" for skopeo inspect): its CA or no TLS, its credentials.
+func (r *testRegistry) skopeoFlags(prefix string) []string {
+	flags := []string{"--" + prefix + "tls-verify=false"}
+	if r.opts.tls {
+		flags = []string{"--" + prefix + "cert-dir=" + r.certDir}
+	}
+	if r.opts.user != "" {
+		flags = append(flags, "--"+prefix+"creds="+r.opts.user+":"+r.opts.password)
+	}
+	return flags
+}
+
+// url returns the URL of path on the registry.
+func (r *testRegistry) url(path string) string {
+	if r.opts.tls {
+		return "https://" + r.host + path
+	}
+	return "http://" + r.host + path
+}
+
+// makeServerCert makes with openssl, in pki, a CA and a certificate for IP 127.0.0.1 that
+// it signs (server.crt, server.key), and puts the CA alone in certDir as ca.crt.
+func makeServerCert(t *testing.T, pki, certDir string) {
+	t.Helper()
+	openssl := needProgram(t, "openssl", "openssl")
+	for _, d := range []string{pki, certDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ext := filepath.Join(pki, "server.ext")
+	if err := os.WriteFile(ext, []byte("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ec := []string{"-nodes", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"}
+	ok(t, pki, openssl, append([]string{"req", "-x509", "-new", "-days", "2", "-subj", "/CN=imgfs test CA",
+		"-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign",
+		"-keyout", "ca.key", "-out", filepath.Join(certDir, "ca.crt")}, ec...)...)
+	ok(t, pki, openssl, append([]string{"req", "-new", "-subj", "/CN=127.0.0.1", "-keyout", "server.key", "-out", "server.csr"}, ec...)...)
+	ok(t, pki, openssl, "x509", "-req", "-in", "server.csr", "-CA", filepath.Join(certDir, "ca.crt"), "-CAkey", "ca.key",
+		"-set_serial", "2", "-days", "2", "-extfile", ext, "-out", "server.crt")
 }
 
 // TestRegistryHarness checks the test registry itself: it answers, logs accesses, and
