@@ -126,7 +126,8 @@ func (f *fakeRegistry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // A loopback registry that speaks TLS gets every request over HTTPS (docker's rule for
 // insecure registries: HTTPS first, then HTTP), though its references' Scheme() says
 // http; its certificate is checked against the CAs of CertDir, and one not trusted is one
-// line saying so. A loopback registry that speaks plain HTTP still is reached.
+// line saying so, or of the registry's directory under certs.d without CertDir. A
+// loopback registry that speaks plain HTTP still is reached.
 func TestLoopbackTLS(t *testing.T) {
 	ctx := context.Background()
 	for _, useTLS := range []bool{true, false} {
@@ -193,6 +194,21 @@ func TestLoopbackTLS(t *testing.T) {
 		want := "registry " + host + ": TLS certificate not trusted (x509: certificate signed by unknown authority): give its CA as a *.crt in --cert-dir DIR or in /etc/docker/certs.d/" + host + "/"
 		if err == nil || err.Error() != want {
 			t.Errorf("Manifest(%s) without its CA: %v\nwant: %s", ref, err, want)
+		}
+
+		// The CA in the registry's directory under a certs.d, without CertDir: trusted.
+		certsD := t.TempDir()
+		if err := os.Rename(certDir, filepath.Join(certsD, host)); err != nil {
+			t.Fatal(err)
+		}
+		saved := certsDirs
+		t.Cleanup(func() { certsDirs = saved })
+		certsDirs = []string{filepath.Join(t.TempDir(), "none"), certsD}
+		if c, err = New(Options{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, _, err = c.Manifest(ctx, ref); err != nil {
+			t.Errorf("Manifest(%s) with its CA in %s: %v", ref, filepath.Join(certsD, host), err)
 		}
 	}
 }
