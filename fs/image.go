@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -119,6 +120,7 @@ const (
 	kindLayer
 	kindRootfs
 	kindExport
+	kindLayerTar
 )
 
 // exportPlan returns the plan holder of the export of img (this image under img.Name).
@@ -239,7 +241,8 @@ func (n *imageNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 	return nil, syscall.ENOENT
 }
 
-// layersNode is an image's layers/ directory: 0 to N-1, bottom to top.
+// layersNode is an image's layers/ directory: 0 to N-1, bottom to top, each layer's tree,
+// and 0.tar to N-1.tar, each layer's uncompressed tar.
 type layersNode struct {
 	gofs.Inode
 	im   *image
@@ -267,6 +270,10 @@ func (n *layersNode) layerBase(i int) uint64 {
 	return newIno().u64(n.ino).bytes(kindLayer).u32(uint32(i)).sum()
 }
 
+func (n *layersNode) tarIno(i int) uint64 {
+	return newIno().u64(n.ino).bytes(kindLayerTar).u32(uint32(i)).sum()
+}
+
 func (n *layersNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	return gofs.NewListDirStream(n.entries()), 0
 }
@@ -278,17 +285,37 @@ func (n *layersNode) OpendirHandle(ctx context.Context, flags uint32) (gofs.File
 }
 
 func (n *layersNode) entries() []fuse.DirEntry {
-	list := make([]fuse.DirEntry, len(n.im.img.Manifest.Layers))
-	for i := range list {
-		list[i] = fuse.DirEntry{Name: strconv.Itoa(i), Mode: syscall.S_IFDIR, Ino: treeIno(n.layerBase(i), 0)}
+	count := len(n.im.img.Manifest.Layers)
+	list := make([]fuse.DirEntry, 0, 2*count)
+	for i := range count {
+		name := strconv.Itoa(i)
+		list = append(list, fuse.DirEntry{Name: name, Mode: syscall.S_IFDIR, Ino: treeIno(n.layerBase(i), 0)},
+			fuse.DirEntry{Name: name + tarSuffix, Mode: syscall.S_IFREG, Ino: n.tarIno(i)})
 	}
 	return withDots(&n.Inode, n.ino, list)
 }
 
+// tarSuffix names a layer's tar in layers/.
+const tarSuffix = ".tar"
+
+// layerNumber returns the layer a name of layers/ (N or N.tar) names, and whether it is
+// the tar; -1 when it names none.
+func (n *layersNode) layerNumber(name string) (int, bool) {
+	num, isTar := strings.CutSuffix(name, tarSuffix)
+	i, err := strconv.Atoi(num)
+	if err != nil || i < 0 || i >= len(n.im.img.Manifest.Layers) || strconv.Itoa(i) != num {
+		return -1, false
+	}
+	return i, isTar
+}
+
 func (n *layersNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	i, err := strconv.Atoi(name)
-	if err != nil || i < 0 || i >= len(n.im.img.Manifest.Layers) || strconv.Itoa(i) != name {
+	i, isTar := n.layerNumber(name)
+	if i < 0 {
 		return nil, syscall.ENOENT
+	}
+	if isTar {
+		return n.lookupTar(ctx, i, name, out)
 	}
 	t, err := n.im.layerTree(i)
 	if err != nil {
@@ -298,6 +325,24 @@ func (n *layersNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut
 	}
 	r := &treeRoot{im: n.im, t: t, base: n.layerBase(i), dotdot: n.ino, path: n.path + "/" + name, layer: i, isLayer: true}
 	return n.im.fs.lookupRoot(ctx, &n.Inode, r, out), 0
+}
+
+// lookupTar makes the node of layers/N.tar. Its size is the layer index's, so the layer is
+// indexed (once) here, not read.
+func (n *layersNode) lookupTar(ctx context.Context, i int, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	im := n.im
+	ix, err := im.layerIndex(i)
+	if err != nil {
+		im.fs.log.Error("reading layer", "image", im.label, "path", n.path+"/"+name,
+			"layer", im.img.Manifest.Layers[i].Digest, "err", err)
+		return nil, syscall.EIO
+	}
+	node := &layerTarNode{im: im, layer: i, size: ix.Size, path: n.path + "/" + name, mtime: im.createdTime()}
+	node.attr(&out.Attr)
+	setTimeouts(out, im.fs.opts.ImageTimeout)
+	// As for export.tar: the file opened next, read whole and in order, reads ahead more.
+	im.fs.opts.ReadAhead.Raise()
+	return n.NewInode(ctx, node, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: n.tarIno(i)}), 0
 }
 
 // bytesNode is a small file held in memory (manifest.json, config.json). They are 0444

@@ -148,7 +148,8 @@ func writeImage(s *store.Store, name string, layers ...[]entry) (image, error) {
 	return writeImageAs(s, name, ocispec.MediaTypeImageLayerGzip, layers...)
 }
 
-// writeImageAs is writeImage with layers of mediaType: tar+gzip, or tar+zstd in one frame.
+// writeImageAs is writeImage with layers of mediaType: tar+gzip, tar+zstd in one frame, or
+// plain tar.
 func writeImageAs(s *store.Store, name, mediaType string, layers ...[]entry) (image, error) {
 	var img image
 	for _, ents := range layers {
@@ -156,10 +157,13 @@ func writeImageAs(s *store.Store, name, mediaType string, layers ...[]entry) (im
 		if err != nil {
 			return img, err
 		}
-		if mediaType == ocispec.MediaTypeImageLayerZstd {
+		switch mediaType {
+		case ocispec.MediaTypeImageLayerZstd:
 			enc, _ := zstd.NewWriter(nil)
 			blob = enc.EncodeAll(tarball, nil)
 			enc.Close()
+		case ocispec.MediaTypeImageLayer:
+			blob = tarball
 		}
 		desc := ocispec.Descriptor{MediaType: mediaType, Digest: digest.FromBytes(blob), Size: int64(len(blob))}
 		if _, err := s.WriteLayer(bytes.NewReader(blob), desc); err != nil {

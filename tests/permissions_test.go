@@ -101,10 +101,11 @@ func TestAllowOther(t *testing.T) {
 			t.Errorf("nobody: cat layers/0/%s: %+v, want Permission denied", p, r)
 		}
 	}
-	// export.tar holds every file's bytes whatever their modes: the mount owner's only.
-	// manifest.json and config.json hold no file's bytes: readable by all.
+	// export.tar and layers/N.tar hold every file's bytes whatever their modes: the mount
+	// owner's only. manifest.json and config.json hold no file's bytes: readable by all.
 	for _, p := range []string{
 		"test/perm/latest/export.tar", "test/perm/export.tar", perm.id.String() + "/export.tar",
+		"test/perm/latest/layers/0.tar",
 	} {
 		p = filepath.Join(mnt, p)
 		if r := asNobody(t, "head", "-c", "1", p); r.code == 0 || !strings.Contains(r.stderr, "Permission denied") {
