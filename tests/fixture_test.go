@@ -151,6 +151,11 @@ func writeImage(s *store.Store, name string, layers ...[]entry) (image, error) {
 // writeImageAs is writeImage with layers of mediaType: tar+gzip, tar+zstd in one frame, or
 // plain tar.
 func writeImageAs(s *store.Store, name, mediaType string, layers ...[]entry) (image, error) {
+	return writeImageWith(s, name, mediaType, nil, layers...)
+}
+
+// writeImageWith is writeImageAs with history as the config's.
+func writeImageWith(s *store.Store, name, mediaType string, history []ocispec.History, layers ...[]entry) (image, error) {
 	var img image
 	for _, ents := range layers {
 		tarball, blob, err := makeTar(ents)
@@ -177,6 +182,7 @@ func writeImageAs(s *store.Store, name, mediaType string, layers ...[]entry) (im
 		Created:  &created,
 		Platform: ocispec.Platform{OS: "linux", Architecture: runtime.GOARCH},
 		RootFS:   ocispec.RootFS{Type: "layers", DiffIDs: img.diffIDs},
+		History:  history,
 	}
 	cd, err := putJSON(s, ocispec.MediaTypeImageConfig, cfg)
 	if err != nil {

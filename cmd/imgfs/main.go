@@ -103,7 +103,7 @@ func newRootCmd() *cobra.Command {
 		},
 	})
 	root.AddCommand(newImportCmd(g), newLsCmd(g), newRmCmd(g), newInspectCmd(g), newGCCmd(g),
-		newMountCmd(g), newUmountCmd(g), newSaveCmd(g), newTagCmd(g), newPullCmd(g), newPushCmd(g))
+		newMountCmd(g), newUmountCmd(g), newSaveCmd(g), newTagCmd(g), newPullCmd(g), newPushCmd(g), newHistoryCmd(g))
 
 	// Every argument count error is a usage error.
 	for _, c := range root.Commands() {

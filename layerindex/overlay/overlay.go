@@ -708,3 +708,19 @@ func (b *builder) finish(layers []*layerindex.Index) *Tree {
 	}
 	return t
 }
+
+// DiffSize is the size docker gives a layer (`docker history`, `docker images`): the sizes
+// its tar headers give, added up, but for whiteouts and what lies below aufs metadata
+// directories, which unpacking a layer skips.
+func DiffSize(ix *layerindex.Index) int64 {
+	var n int64
+	for _, e := range ix.TOC.All() {
+		name := strings.TrimSuffix(e.Name, "/")
+		base := name[strings.LastIndexByte(name, '/')+1:]
+		if strings.HasPrefix(base, whPrefix) || strings.Contains(name, "/"+whMeta) || strings.HasPrefix(name, whMeta) {
+			continue
+		}
+		n += e.Size
+	}
+	return n
+}
