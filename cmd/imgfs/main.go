@@ -103,7 +103,7 @@ func newRootCmd() *cobra.Command {
 		},
 	})
 	root.AddCommand(newImportCmd(g), newLsCmd(g), newRmCmd(g), newInspectCmd(g), newGCCmd(g),
-		newMountCmd(g), newUmountCmd(g), newSaveCmd(g), newTagCmd(g), newPullCmd(g), newPushCmd(g), newHistoryCmd(g))
+		newMountCmd(g), newUmountCmd(g), newSaveCmd(g), newTagCmd(g), newPullCmd(g), newPushCmd(g), newHistoryCmd(g), newDiffCmd(g))
 
 	// Every argument count error is a usage error.
 	for _, c := range root.Commands() {
@@ -174,6 +174,15 @@ func maxArgs(n int) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
 		if len(args) > n {
 			return fmt.Errorf("%q accepts at most %d %s", cmd.CommandPath(), n, plural(n, "argument"))
+		}
+		return nil
+	}
+}
+
+func rangeArgs(lo, hi int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) < lo || len(args) > hi {
+			return fmt.Errorf("%q requires %d to %d arguments", cmd.CommandPath(), lo, hi)
 		}
 		return nil
 	}
