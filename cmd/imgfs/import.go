@@ -48,7 +48,7 @@ Progress of blobs over 1 MB goes to stderr (bars on a terminal); --quiet leaves 
 			for _, path := range args {
 				var p *blobProgress
 				if !quiet {
-					p = newProgress(cmd.ErrOrStderr())
+					p = newProgress(cmd.ErrOrStderr(), "Importing")
 					opts.Progress = p
 				}
 				imgs, err := s.Import(path, opts)

@@ -23,7 +23,9 @@ the system's CAs and those of --cert-dir (or /etc/docker/certs.d/HOST[:PORT]/ an
 /etc/containers/certs.d/HOST[:PORT]/); loopback ones (localhost, 127.0.0.0/8, ::1) and
 those named with --insecure-registry over plain HTTP when they do not speak HTTPS.
 
-Layer progress goes to stderr, the digest and status to stdout; --quiet prints nothing.`,
+Layer progress goes to stderr: on a terminal a line per layer kept in place, with a bar
+while its bytes move, as docker shows it; elsewhere a line each time a layer's word
+changes. The digest and status go to stdout; --quiet prints nothing.`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			s, c, ctx, stop, err := f.open(g)
@@ -31,8 +33,10 @@ Layer progress goes to stderr, the digest and status to stdout; --quiet prints n
 				return err
 			}
 			defer stop()
-			opts := registry.PullOptions{Status: f.status(cmd.ErrOrStderr())}
+			d := f.display(cmd.ErrOrStderr())
+			opts := registry.PullOptions{Status: d.statusFunc(), Progress: d.progressFunc("Downloading")}
 			res, err := c.Pull(ctx, s, args[0], opts)
+			d.Wait() // before any other line: the display has the terminal until then
 			if err != nil {
 				return fmt.Errorf("pull %s: %w", args[0], err)
 			}

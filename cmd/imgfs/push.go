@@ -22,8 +22,9 @@ the system's CAs and those of --cert-dir (or /etc/docker/certs.d/HOST[:PORT]/ an
 /etc/containers/certs.d/HOST[:PORT]/); loopback ones (localhost, 127.0.0.0/8, ::1) and
 those named with --insecure-registry over plain HTTP when they do not speak HTTPS.
 
-Layer progress goes to stderr, "TAG: digest: sha256:... size: N" to stdout; --quiet prints
-nothing.`,
+Layer progress goes to stderr: on a terminal a line per layer kept in place, with a bar
+while its bytes move, as docker shows it; elsewhere a line each time a layer's word
+changes. "TAG: digest: sha256:... size: N" goes to stdout; --quiet prints nothing.`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			s, c, ctx, stop, err := f.open(g)
@@ -31,8 +32,10 @@ nothing.`,
 				return err
 			}
 			defer stop()
-			opts := registry.PushOptions{Status: f.status(cmd.ErrOrStderr())}
+			d := f.display(cmd.ErrOrStderr())
+			opts := registry.PushOptions{Status: d.statusFunc(), Progress: d.progressFunc("Pushing")}
 			res, err := c.Push(ctx, s, args[0], opts)
+			d.Wait() // before any other line: the display has the terminal until then
 			if err != nil {
 				return fmt.Errorf("push %s: %w", args[0], err)
 			}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"os"
 	"os/signal"
@@ -39,17 +38,10 @@ func (f *registryFlags) open(g *globals) (s *store.Store, c *registry.Client, ct
 	return s, c, ctx, stop, nil
 }
 
-// status returns the progress printer to w ("ID: message", or the message alone when it
-// names no layer), nil when quiet.
-func (f *registryFlags) status(w io.Writer) func(id, msg string) {
+// display returns where a pull or push shows its progress: stderr, nil when quiet.
+func (f *registryFlags) display(stderr io.Writer) *display {
 	if f.quiet {
 		return nil
 	}
-	return func(id, msg string) {
-		if id == "" {
-			fmt.Fprintln(w, msg)
-		} else {
-			fmt.Fprintf(w, "%s: %s\n", id, msg)
-		}
-	}
+	return newDisplay(stderr)
 }

@@ -97,11 +97,11 @@ func saveRefs(s *store.Store, ref string) ([]store.Image, error) {
 
 // withProgress shows a bar for the size bytes written through w when errOut is a terminal.
 func withProgress(errOut io.Writer, w io.Writer, size int64) io.Writer {
-	p := newProgress(errOut)
-	if p.bars == nil {
+	p := newProgress(errOut, "Saving")
+	if !p.d.terminal() {
 		return w
 	}
-	p.Start("export", "Saving", size)
+	p.Start("export", "", size)
 	return &progressWriter{w: w, p: p, total: size}
 }
 
