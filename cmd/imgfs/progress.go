@@ -67,7 +67,8 @@ func terminalDisplay(out io.Writer, opts ...mpb.ContainerOption) *display {
 // terminal says whether d keeps lines in place.
 func (d *display) terminal() bool { return d.bars != nil }
 
-// Say sets id's word; a msg of no id ("" id) is printed as it is, above the lines.
+// Say sets id's word (its line shows it instead of a bar, if the word is new); a msg of no
+// id ("" id) is printed as it is, above the lines.
 func (d *display) Say(id, msg string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -85,7 +86,11 @@ func (d *display) Say(id, msg string) {
 	l := d.line(id)
 	l.mu.Lock()
 	changed := l.word != msg
-	l.word, l.moving = msg, false
+	if changed {
+		// A new word ends the bytes; the same word again ("Downloading", said as they
+		// move) does not.
+		l.word, l.moving = msg, false
+	}
 	l.mu.Unlock()
 	if d.bars == nil && changed {
 		fmt.Fprintf(d.out, "%s: %s\n", id, msg)

@@ -282,3 +282,23 @@ func TestLineDraw(t *testing.T) {
 		}
 	}
 }
+
+// TestDisplayWordAgain: on a terminal, a layer's word said again as its bytes move keeps
+// its bar; a new word ends it.
+func TestDisplayWordAgain(t *testing.T) {
+	var out syncBuffer
+	d := terminalDisplay(&out, mpb.WithAutoRefresh(), mpb.WithWidth(100))
+	defer d.Wait()
+	status, progress := d.statusFunc(), d.progressFunc("Downloading")
+	shown := func() string { return d.lines["abc"].draw(decor.Statistics{AvailableWidth: 100}) }
+	status("abc", "Downloading")
+	progress("abc", 1_000_000, 2_000_000)
+	status("abc", "Downloading")
+	if got := shown(); !strings.HasPrefix(got, "abc: Downloading [") {
+		t.Errorf("after the same word again: %q, want the bar", got)
+	}
+	status("abc", "Verifying Checksum")
+	if got := shown(); got != "abc: Verifying Checksum" {
+		t.Errorf("after a new word: %q", got)
+	}
+}
