@@ -1,6 +1,6 @@
 # shellcheck shell=bash disable=SC2034 # ab, sides, base_rev: read by the scripts that source this
-# Sourced by walk.sh and export.sh (from the repository's root, $work set): rounds, medians,
-# and the A/B mode that times another commit's imgfs in the same run.
+# Sourced by walk.sh, export.sh and diff.sh (from the repository's root, $work set): rounds,
+# medians, the A/B mode that times another commit's imgfs in the same run, and fixtures.
 #   ROUNDS=N    timed runs of every figure (default 3); the median is the middle one (the mean
 #               of the middle two when N is even).
 #   BASE=REV    also build REV's imgfs (in a throwaway `git worktree add --detach` under $work,
@@ -28,6 +28,20 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN{if (b > 0) printf "%.2f", a / b; else p
 # shellcheck disable=SC2154 # work is set by the script that sources this
 fixture_stale() { [ "$(cat "$work/$1.size_mb" 2>/dev/null || echo "$2")" != "${SIZE_MB:-$2}" ]; }
 fixture_made() { echo "${SIZE_MB:-$2}" >"$work/$1.size_mb"; }
+
+# walk_image: the image of walk.sh and diff.sh in $work, made by $work/lxbench unless there
+# already for SIZE_MB (172 by default): one pigz -6 layer of ~18k entries (files, directories,
+# symlinks) holding SIZE_MB of file data, as img.tar (uncompressed), img.tar.gz, and the OCI
+# layout img naming it bench/walk:1.
+walk_image() {
+  if [ ! -f "$work/img.tar" ] || [ ! -d "$work/img" ] || fixture_stale img 172; then
+    rm -rf "$work/img" "$work/img.tar" "$work/img.tar.gz"
+    "$work/lxbench" mktar -size $((${SIZE_MB:-172} << 20)) -o "$work/img.tar"
+    pigz -6 -c "$work/img.tar" >"$work/img.tar.gz"
+    "$work/lxbench" mkoci -o "$work/img" -name bench/walk:1 "$work/img.tar.gz"
+    fixture_made img 172
+  fi
+}
 
 ab=0 sides=(new)
 if [ -n "${BASE:-}" ]; then

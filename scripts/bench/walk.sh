@@ -20,9 +20,7 @@ export PATH=$PATH:/usr/local/go/bin
 make -s build
 [ $ab = 0 ] || ab_build_base
 go build -o "$work/lxbench" ./scripts/bench/lxbench
-b="$work/lxbench"
 native=$work/native
-ref=bench/walk:1
 # Per side (new: this tree's bin/imgfs; base: BASE's): binary, store, mount point, daemon.
 declare -A bin=([new]=$PWD/bin/imgfs) store=([new]=$work/store) mnt=([new]=$work/mnt) daemon=([new]="")
 if [ $ab = 1 ]; then bin[base]=$work/imgfs-base store[base]=$work/store-base mnt[base]=$work/mnt-base daemon[base]=; fi
@@ -45,14 +43,7 @@ trap 'exit 130' INT TERM
 for s in "${sides[@]}"; do mkdir -p "${mnt[$s]}"; done
 umnt_all
 
-# The image: ~18k entries (files, directories, symlinks), pigz -6, one layer.
-if [ ! -f "$work/img.tar" ] || [ ! -d "$work/img" ] || fixture_stale img 172; then
-  rm -rf "$work/img" "$work/img.tar" "$work/img.tar.gz"
-  "$b" mktar -size $((${SIZE_MB:-172} << 20)) -o "$work/img.tar"
-  pigz -6 -c "$work/img.tar" >"$work/img.tar.gz"
-  "$b" mkoci -o "$work/img" -name "$ref" "$work/img.tar.gz"
-  fixture_made img 172
-fi
+walk_image
 # Each binary imports into its own store: it builds its own indexes, in its own format.
 rm -rf "${store[@]}" "$native"
 for s in "${sides[@]}"; do "${bin[$s]}" --store "${store[$s]}" import -q "$work/img"; done
