@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -71,6 +72,31 @@ func TestLayerTars(t *testing.T) {
 		}
 		if r := runIn(t, ld, "cat", "01.tar"); r.code == 0 {
 			t.Errorf("%s: cat layers/01.tar succeeded", kind)
+		}
+	}
+}
+
+// TestLayerTarsShared: sha256sum of every layers/N.tar of the shared fixture's images (a
+// gzip image and hello-world, imported from a docker save) gives the config's diffID.
+func TestLayerTarsShared(t *testing.T) {
+	f := sharedFixture(t)
+	for _, img := range []string{f.appDir(), filepath.Join(f.mnt, f.helloID)} {
+		var cfg struct {
+			RootFS struct {
+				DiffIDs []string `json:"diff_ids"`
+			} `json:"rootfs"`
+		}
+		if err := json.Unmarshal([]byte(ok(t, img, "cat", "config.json")), &cfg); err != nil {
+			t.Fatal(err)
+		}
+		if len(cfg.RootFS.DiffIDs) == 0 {
+			t.Fatalf("%s: no diffIDs in config.json", img)
+		}
+		for i, want := range cfg.RootFS.DiffIDs {
+			name := filepath.Join("layers", strconv.Itoa(i)+".tar")
+			if got := "sha256:" + strings.Fields(ok(t, img, "sha256sum", name))[0]; got != want {
+				t.Errorf("%s: sha256sum %s = %s, want the diffID %s", img, name, got, want)
+			}
 		}
 	}
 }
