@@ -28,6 +28,9 @@ type PullOptions struct {
 	// Progress hears how many bytes of a layer (id, its short digest) have arrived, of
 	// total, while it downloads. It may be called from several goroutines at once.
 	Progress func(id string, current, total int64)
+	// AllPlatforms pulls every manifest of an image index, with their configs and
+	// layers, not only the platform's: what pushing the image needs.
+	AllPlatforms bool
 }
 
 // PullResult is what a pull did.
@@ -79,18 +82,76 @@ func (c *Client) Pull(ctx context.Context, s *store.Store, refStr string, opts P
 		return nil, err
 	}
 	defer st.Close()
-	fetched := false
-	putSmall := func(data []byte, desc ocispec.Descriptor) error {
-		if s.HasBlob(desc.Digest) {
-			return nil
-		}
-		fetched = true
-		if err := st.Blob(bytes.NewReader(data), desc); err != nil {
-			return fmt.Errorf("%s: %w", where(desc.Digest), err)
-		}
-		return nil
+	p := &imagePuller{c: c, s: s, st: st, repo: repo, ref: ref, opts: opts, say: say, where: where,
+		small: map[digest.Digest][]byte{}, other: map[digest.Digest]bool{}, diffIDs: map[digest.Digest]digest.Digest{}}
+	target := ocispec.Descriptor{MediaType: mt, Digest: top, Size: int64(len(raw))}
+	if err := p.manifest(ctx, raw, target, 0); err != nil {
+		return nil, err
+	}
+	fetched := p.fetched
+
+	// Where the blobs are, for pushes to mount them from.
+	locs := loadLocations(s)
+	defer locs.save()
+	for _, d := range p.blobs {
+		locs.add(d, repo)
 	}
 
+	res := &PullResult{Name: named, Digest: top}
+	if _, ok := ref.(name.Digest); ok {
+		// By digest: kept untagged (reachable by ID), as docker keeps it by digest.
+		res.UpToDate = !fetched
+		return res, st.Commit(nil, target)
+	}
+	if !fetched {
+		if img, err := s.Resolve(named.String()); err == nil && img.Target.Digest == top {
+			res.UpToDate = true
+			return res, nil
+		}
+	}
+	return res, st.Commit(named, target)
+}
+
+// imagePuller is one pull's state across the manifests it brings: an image index's (all
+// of them with AllPlatforms) share it, so that a blob two of them name is fetched once.
+type imagePuller struct {
+	c     *Client
+	s     *store.Store
+	st    *store.Staging
+	repo  name.Repository
+	ref   name.Reference
+	opts  PullOptions
+	say   func(id, msg string)
+	where func(d digest.Digest) string
+
+	fetched bool                     // something was staged
+	blobs   []digest.Digest          // the configs and layers of the manifests pulled
+	small   map[digest.Digest][]byte // the manifests and configs staged
+	other   map[digest.Digest]bool   // the blobs staged that are neither those nor layers
+	mu      sync.Mutex
+	diffIDs map[digest.Digest]digest.Digest // the layers staged, by their diffIDs
+}
+
+// putSmall stages a manifest, index or config unless the store has it or it is staged.
+func (p *imagePuller) putSmall(data []byte, desc ocispec.Descriptor) error {
+	if _, ok := p.small[desc.Digest]; ok || p.s.HasBlob(desc.Digest) {
+		return nil
+	}
+	p.fetched = true
+	if err := p.st.Blob(bytes.NewReader(data), desc); err != nil {
+		return fmt.Errorf("%s: %w", p.where(desc.Digest), err)
+	}
+	p.small[desc.Digest] = data
+	return nil
+}
+
+// manifest pulls the manifest or image index desc describes, raw its bytes (verified):
+// of an index, the manifest for the store's platform, or every manifest with
+// AllPlatforms.
+func (p *imagePuller) manifest(ctx context.Context, raw []byte, desc ocispec.Descriptor, depth int) error {
+	if depth > 4 {
+		return fmt.Errorf("%s: image index %s: nested too deep", p.ref, desc.Digest)
+	}
 	var shape struct {
 		MediaType string               `json:"mediaType"`
 		Manifests []ocispec.Descriptor `json:"manifests"`
@@ -98,75 +159,86 @@ func (c *Client) Pull(ctx context.Context, s *store.Store, refStr string, opts P
 		Layers    []ocispec.Descriptor `json:"layers"`
 	}
 	if err := json.Unmarshal(raw, &shape); err != nil {
-		return nil, fmt.Errorf("%s: manifest %s: %v", ref, top, err)
+		return fmt.Errorf("%s: manifest %s: %v", p.ref, desc.Digest, err)
 	}
 	if shape.MediaType != "" {
-		mt = shape.MediaType
+		desc.MediaType = shape.MediaType
 	}
-	target := ocispec.Descriptor{MediaType: mt, Digest: top, Size: int64(len(raw))}
-	manifest := raw
-	mdigest := top
-	if shape.Manifests != nil && shape.Config.Digest == "" {
-		// An image index: the manifest for the platform.
-		pick, err := s.PickPlatform(shape.Manifests)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %v", ref, err)
-		}
-		if err := putSmall(raw, target); err != nil {
-			return nil, err
-		}
-		manifest, mdigest, _, err = c.Manifest(ctx, repo.Digest(pick.Digest.String()))
-		if err != nil {
-			return nil, err
-		}
-		if mdigest != pick.Digest {
-			return nil, fmt.Errorf("%s: manifest hashes to %s", where(pick.Digest), mdigest)
-		}
-		shape.Config, shape.Layers = ocispec.Descriptor{}, nil
-		if err := json.Unmarshal(manifest, &shape); err != nil {
-			return nil, fmt.Errorf("%s: manifest %s: %v", ref, mdigest, err)
-		}
-		if err := putSmall(manifest, pick); err != nil {
-			return nil, err
-		}
-	} else if err := putSmall(raw, target); err != nil {
-		return nil, err
+	if err := p.putSmall(raw, desc); err != nil {
+		return err
 	}
-	if shape.Config.Digest == "" {
-		return nil, fmt.Errorf("%s: manifest %s has no config", ref, mdigest)
+	if shape.Manifests == nil || shape.Config.Digest != "" {
+		return p.image(ctx, desc.Digest, shape.Config, shape.Layers)
+	}
+	children := shape.Manifests
+	if !p.opts.AllPlatforms {
+		pick, err := p.s.PickPlatform(shape.Manifests)
+		if err != nil {
+			return fmt.Errorf("%s: %v", p.ref, err)
+		}
+		children = []ocispec.Descriptor{pick}
+	}
+	for _, child := range children {
+		craw, got, _, err := p.c.Manifest(ctx, p.repo.Digest(child.Digest.String()))
+		if err != nil {
+			return err
+		}
+		if got != child.Digest {
+			return fmt.Errorf("%s: manifest hashes to %s", p.where(child.Digest), got)
+		}
+		if err := p.manifest(ctx, craw, child, depth+1); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// image pulls the config and layers of image manifest mdigest: layers that are tars
+// download opts.Concurrency at a time, each verified, staged and indexed in one pass,
+// its diffID checked against the config's; blobs that say they are something else (an
+// attestation's) are staged as they are.
+func (p *imagePuller) image(ctx context.Context, mdigest digest.Digest, config ocispec.Descriptor, layers []ocispec.Descriptor) error {
+	c, s, st, repo, ref, say, where := p.c, p.s, p.st, p.repo, p.ref, p.say, p.where
+	if config.Digest == "" {
+		return fmt.Errorf("%s: manifest %s has no config", ref, mdigest)
+	}
+	p.blobs = append(p.blobs, config.Digest)
+	for _, l := range layers {
+		p.blobs = append(p.blobs, l.Digest)
 	}
 
 	// The config: its diffIDs check the layers.
-	var cfgData []byte
-	if s.HasBlob(shape.Config.Digest) {
-		if cfgData, _, err = s.ReadConfig(shape.Config.Digest); err != nil {
-			return nil, err
+	cfgData, cfgStaged := p.small[config.Digest]
+	if !cfgStaged && s.HasBlob(config.Digest) {
+		var err error
+		if cfgData, _, err = s.ReadConfig(config.Digest); err != nil {
+			return err
 		}
-	} else {
-		rc, err := c.Blob(ctx, repo, shape.Config.Digest)
+	} else if !cfgStaged {
+		rc, err := c.Blob(ctx, repo, config.Digest)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		cfgData, err = io.ReadAll(io.LimitReader(rc, store.MaxConfigSize+1))
 		rc.Close()
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if len(cfgData) > store.MaxConfigSize {
-			return nil, fmt.Errorf("%s: config larger than %d bytes", where(shape.Config.Digest), store.MaxConfigSize)
+			return fmt.Errorf("%s: config larger than %d bytes", where(config.Digest), store.MaxConfigSize)
 		}
-		if err := putSmall(cfgData, shape.Config); err != nil {
-			return nil, err
+		if err := p.putSmall(cfgData, config); err != nil {
+			return err
 		}
 	}
 	var cfg ocispec.Image
 	if err := json.Unmarshal(cfgData, &cfg); err != nil {
-		return nil, fmt.Errorf("%s: config: %v", where(shape.Config.Digest), err)
+		return fmt.Errorf("%s: config: %v", where(config.Digest), err)
 	}
 	diffIDs := cfg.RootFS.DiffIDs
-	if len(diffIDs) > 0 && len(diffIDs) != len(shape.Layers) {
-		return nil, fmt.Errorf("%s: config %s lists %d layers (rootfs.diff_ids), manifest %s %d",
-			ref, shape.Config.Digest, len(diffIDs), mdigest, len(shape.Layers))
+	if len(diffIDs) > 0 && len(diffIDs) != len(layers) {
+		return fmt.Errorf("%s: config %s lists %d layers (rootfs.diff_ids), manifest %s %d",
+			ref, config.Digest, len(diffIDs), mdigest, len(layers))
 	}
 
 	// The layers, each once.
@@ -176,7 +248,13 @@ func (c *Client) Pull(ctx context.Context, s *store.Store, refStr string, opts P
 	}
 	var jobs []*job
 	byDigest := map[digest.Digest]*job{}
-	for i, l := range shape.Layers {
+	for i, l := range layers {
+		if !isTarLayer(l.MediaType) {
+			if err := p.putArtifactBlob(ctx, l); err != nil {
+				return err
+			}
+			continue
+		}
 		if j, ok := byDigest[l.Digest]; ok {
 			j.at = append(j.at, i)
 			continue
@@ -185,15 +263,25 @@ func (c *Client) Pull(ctx context.Context, s *store.Store, refStr string, opts P
 		byDigest[l.Digest] = j
 		jobs = append(jobs, j)
 	}
+	staged := func(j *job) (digest.Digest, bool) {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		d, ok := p.diffIDs[j.desc.Digest]
+		return d, ok
+	}
 	for _, j := range jobs {
 		if s.HasBlob(j.desc.Digest) {
 			say(short(j.desc.Digest), "Already exists")
-		} else {
-			fetched = true
+		} else if _, ok := staged(j); !ok {
+			p.fetched = true
 			say(short(j.desc.Digest), "Pulling fs layer")
 		}
 	}
 	checkDiff := func(j *job, got digest.Digest) error {
+		// Another manifest of the pull with this layer checks it against its config.
+		p.mu.Lock()
+		p.diffIDs[j.desc.Digest] = got
+		p.mu.Unlock()
 		for _, i := range j.at {
 			if len(diffIDs) > 0 && diffIDs[i] != got {
 				return fmt.Errorf("%s: diffID %s differs from the config's rootfs.diff_ids[%d] %s",
@@ -202,7 +290,7 @@ func (c *Client) Pull(ctx context.Context, s *store.Store, refStr string, opts P
 		}
 		return nil
 	}
-	n := opts.Concurrency
+	n := p.opts.Concurrency
 	if n <= 0 {
 		n = DefaultConcurrency
 	}
@@ -221,13 +309,19 @@ func (c *Client) Pull(ctx context.Context, s *store.Store, refStr string, opts P
 		errMu.Unlock()
 	}
 	for _, j := range jobs {
+		if d, ok := staged(j); ok {
+			if err := checkDiff(j, d); err != nil {
+				return err
+			}
+			continue
+		}
 		if s.HasBlob(j.desc.Digest) {
 			ix, err := s.LayerIndex(ocispec.Descriptor{MediaType: j.desc.MediaType, Digest: j.desc.Digest, Size: j.desc.Size})
 			if err != nil {
-				return nil, err
+				return err
 			}
 			if err := checkDiff(j, ix.DiffID); err != nil {
-				return nil, err
+				return err
 			}
 			continue
 		}
@@ -261,25 +355,35 @@ func (c *Client) Pull(ctx context.Context, s *store.Store, refStr string, opts P
 	}
 	wg.Wait()
 	if firstErr != nil {
-		return nil, firstErr
+		return firstErr
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
+	return ctx.Err()
+}
 
-	res := &PullResult{Name: named, Digest: top}
-	if _, ok := ref.(name.Digest); ok {
-		// By digest: kept untagged (reachable by ID), as docker keeps it by digest.
-		res.UpToDate = !fetched
-		return res, st.Commit(nil, target)
+// isTarLayer says whether a manifest's layer of media type mt is pulled as a layer
+// (indexed, its diffID checked): unless its media type says it is something else, as an
+// attestation's or a signature's JSON does.
+func isTarLayer(mt string) bool {
+	return store.IsTarLayerType(mt) || mt == "" || mt == "application/octet-stream"
+}
+
+// putArtifactBlob stages a blob a manifest lists as a layer that is not a tar (an
+// attestation's) as it is, unless the store has it or it is staged.
+func (p *imagePuller) putArtifactBlob(ctx context.Context, desc ocispec.Descriptor) error {
+	if p.s.HasBlob(desc.Digest) || p.other[desc.Digest] {
+		return nil
 	}
-	if !fetched {
-		if img, err := s.Resolve(named.String()); err == nil && img.Target.Digest == top {
-			res.UpToDate = true
-			return res, nil
-		}
+	rc, err := p.c.Blob(ctx, p.repo, desc.Digest)
+	if err != nil {
+		return err
 	}
-	return res, st.Commit(named, target)
+	defer rc.Close()
+	p.fetched = true
+	if err := p.st.Blob(rc, desc); err != nil {
+		return fmt.Errorf("%s: %w", p.where(desc.Digest), err)
+	}
+	p.other[desc.Digest] = true
+	return nil
 }
 
 // short is docker's short form of a layer digest: 12 hex digits.

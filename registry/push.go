@@ -5,11 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
+	"sync"
 
 	"github.com/distribution/reference"
 	"github.com/google/go-containerregistry/pkg/name"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -20,9 +20,11 @@ import (
 
 // PushOptions say how to push.
 type PushOptions struct {
+	Concurrency int // blobs uploaded at a time; 0 means DefaultConcurrency
 	// Status hears the push's progress in docker's words: id is a layer's short digest
-	// ("" for the repository), msg "The push refers to repository [HOST/REPO]", "Pushed",
-	// "Layer already exists".
+	// ("" for the repository), msg "The push refers to repository [HOST/REPO]",
+	// "Preparing", "Waiting", "Pushing", "Pushed", "Layer already exists", "Mounted from
+	// REPO". It may be called from several goroutines, never at once.
 	Status func(id, msg string)
 	// Progress hears how many bytes of a layer (id, its short digest) have gone up, of
 	// total, while it uploads. It may be called from several goroutines at once.
@@ -32,19 +34,32 @@ type PushOptions struct {
 // Pushed is one tag (or digest) a push sent.
 type Pushed struct {
 	Tag    string        // the tag, or the digest for a push by digest
-	Digest digest.Digest // the manifest's, as in the store
+	Digest digest.Digest // the manifest's (or image index's), as in the store
 	Size   int64         // the manifest's size in bytes
 }
 
 // Push sends the images refStr names in s to the registry their name says: a tagged or
 // digested name one image, a repository name without a tag every tag of it in s, as
-// docker push does. Manifests, configs and compressed layers go up byte for byte, so
-// every digest stays the same. go-containerregistry HEADs each blob first and uploads only
-// the missing ones; all the tags go in one MultiWrite, so a shared layer is checked once.
+// docker push does. A multi-platform image goes up whole: every manifest of its image
+// index, then the index; all of them must be in s (imgfs pull --all-platforms). Manifests,
+// indexes, configs and compressed layers go up byte for byte, so every digest stays the
+// same.
+//
+// Each blob is asked for once per command, with a HEAD, however many tags share it; one
+// the registry lacks is mounted from another repository of the registry that it is known
+// to be in (the store remembers where pulls and pushes saw blobs), else uploaded,
+// opts.Concurrency at a time. Manifests go up once their blobs are there, an index's
+// after its manifests.
 func (c *Client) Push(ctx context.Context, s *store.Store, refStr string, opts PushOptions) ([]Pushed, error) {
 	status := opts.Status
 	if status == nil {
 		status = func(string, string) {}
+	}
+	var mu sync.Mutex
+	say := func(id, msg string) {
+		mu.Lock()
+		defer mu.Unlock()
+		status(id, msg)
 	}
 	named, err := reference.ParseNormalizedNamed(refStr)
 	if err != nil {
@@ -80,148 +95,320 @@ func (c *Client) Push(ctx context.Context, s *store.Store, refStr string, opts P
 	}
 	repo := repoRef.Context()
 
-	todo := map[name.Reference]remote.Taggable{}
+	// What goes up, all of it read and checked before anything is sent.
+	type tagged struct {
+		ref       name.Reference
+		manifests []storedManifest // children first, the tagged one last
+	}
+	var tags []tagged
 	var res []Pushed
-	var layers [][]ocispec.Descriptor
 	for i, img := range imgs {
 		ref, err := c.ParseReference(names[i].String())
 		if err != nil {
 			return nil, err
 		}
-		si, err := newStoreImage(s, img)
+		ms, err := planPush(s, img.Target)
 		if err != nil {
 			if reference.IsNameOnly(named) {
 				err = fmt.Errorf("%s: %w", reference.FamiliarString(names[i]), err)
 			}
 			return nil, err
 		}
-		todo[ref] = si
+		tags = append(tags, tagged{ref, ms})
 		res = append(res, Pushed{Tag: ref.Identifier(), Digest: img.Target.Digest, Size: img.Target.Size})
-		layers = append(layers, img.Manifest.Layers)
 	}
-
-	status("", "The push refers to repository ["+named.Name()+"]")
-
-	// What the registry has already, each blob asked once.
-	heads := &blobHeads{c: c, repo: repo, known: map[digest.Digest]bool{}}
-	for _, ls := range layers {
-		for _, l := range ls {
-			if _, err := heads.exists(ctx, l.Digest); err != nil {
-				return nil, err
+	var blobs []blobToPush
+	seen := map[digest.Digest]bool{}
+	var configs []blobToPush
+	for _, t := range tags {
+		for _, m := range t.manifests {
+			for _, l := range m.layers {
+				if !seen[l.Digest] && s.HasBlob(l.Digest) {
+					// A foreign layer that is not in the store (planPush let it be)
+					// stays where its URLs say, as docker leaves it.
+					blobs = append(blobs, blobToPush{desc: l, layer: true})
+				}
+				seen[l.Digest] = true
+			}
+			if m.config.Digest != "" && !seen[m.config.Digest] && s.HasBlob(m.config.Digest) {
+				configs = append(configs, blobToPush{desc: m.config})
+				seen[m.config.Digest] = true
 			}
 		}
 	}
+	blobs = append(blobs, configs...) // docker's order: the layers, then the configs
 
-	ropts := append(append([]remote.Option{}, c.ropts...), remote.Reuse(c.pusher), remote.WithContext(ctx))
-	if err := remote.MultiWrite(todo, ropts...); err != nil {
-		return nil, describe(err, repoRef, "")
+	say("", "The push refers to repository ["+named.Name()+"]")
+	locs := loadLocations(s)
+	defer locs.save()
+	// The token must let the push read the repositories it mounts blobs from.
+	var also []string
+	fromSeen := map[string]bool{}
+	for _, b := range blobs {
+		if from := locs.mountFrom(b.desc.Digest, repo); len(from) > 0 && !fromSeen[from[0]] {
+			fromSeen[from[0]] = true
+			also = append(also, repo.Registry.Repo(from[0]).Scope(transport.PullScope))
+		}
+	}
+	rc, err := c.repoClient(ctx, repo, transport.PushScope, also...)
+	if err != nil {
+		return nil, err
+	}
+	p := &blobPusher{s: s, rc: rc, locs: locs, say: say, progress: opts.Progress}
+	if err := p.pushAll(ctx, blobs, opts.Concurrency); err != nil {
+		return nil, err
 	}
 
-	seen := map[digest.Digest]bool{}
-	for _, ls := range layers {
-		for _, l := range ls {
-			if heads.known[l.Digest] || seen[l.Digest] {
-				status(short(l.Digest), "Layer already exists")
-			} else {
-				status(short(l.Digest), "Pushed")
+	ropts := append(append([]remote.Option{}, c.ropts...), remote.Reuse(c.pusher), remote.WithContext(ctx))
+	put := map[digest.Digest]bool{}
+	for _, t := range tags {
+		for i, m := range t.manifests {
+			ref := t.ref
+			if i < len(t.manifests)-1 {
+				if put[m.desc.Digest] {
+					continue
+				}
+				ref = repo.Digest(m.desc.Digest.String())
 			}
-			seen[l.Digest] = true
+			if err := remote.Put(ref, rawManifest{m.raw, types.MediaType(m.desc.MediaType)}, ropts...); err != nil {
+				return nil, describe(err, ref, "")
+			}
+			put[m.desc.Digest] = true
 		}
 	}
 	return res, nil
 }
 
-// blobHeads asks a repository whether it has blobs, with a HEAD each, and remembers the
-// answers for the rest of the command.
-type blobHeads struct {
-	c     *Client
-	repo  name.Repository
-	rc    *repoClient
-	known map[digest.Digest]bool
+// storedManifest is a manifest or image index in the store, as it goes up.
+type storedManifest struct {
+	desc   ocispec.Descriptor // its media type is the one to send
+	raw    []byte
+	config ocispec.Descriptor // an image manifest's; zero for an index
+	layers []ocispec.Descriptor
 }
 
-func (b *blobHeads) exists(ctx context.Context, d digest.Digest) (bool, error) {
-	if ok, seen := b.known[d]; seen {
-		return ok, nil
-	}
-	if b.rc == nil {
-		rc, err := b.c.repoClient(ctx, b.repo, transport.PushScope)
-		if err != nil {
-			return false, err
+// planPush reads the manifest or image index target names, and the manifests of an
+// index (nested ones too), children before their index. An index with manifests missing
+// from the store (pulled for one platform) is refused in one line naming their platforms.
+func planPush(s *store.Store, target ocispec.Descriptor) ([]storedManifest, error) {
+	var out []storedManifest
+	var missing []string
+	var walk func(desc ocispec.Descriptor, depth int) error
+	walk = func(desc ocispec.Descriptor, depth int) error {
+		if depth > 4 {
+			return fmt.Errorf("image index %s: nested too deep", desc.Digest)
 		}
-		b.rc = rc
+		if depth > 0 && !s.HasBlob(desc.Digest) {
+			missing = append(missing, platformName(desc))
+			return nil
+		}
+		raw, err := s.ReadBlob(desc.Digest, store.MaxManifestSize)
+		if err != nil {
+			return err
+		}
+		var shape struct {
+			MediaType string               `json:"mediaType"`
+			Manifests []ocispec.Descriptor `json:"manifests"`
+			Config    ocispec.Descriptor   `json:"config"`
+			Layers    []ocispec.Descriptor `json:"layers"`
+		}
+		if err := json.Unmarshal(raw, &shape); err != nil {
+			return fmt.Errorf("manifest %s: %v", desc.Digest, err)
+		}
+		index := shape.Manifests != nil && shape.Config.Digest == ""
+		m := storedManifest{desc: desc, raw: raw, config: shape.Config, layers: shape.Layers}
+		if shape.MediaType != "" {
+			m.desc.MediaType = shape.MediaType
+		}
+		if m.desc.MediaType == "" {
+			m.desc.MediaType = ocispec.MediaTypeImageManifest
+			if index {
+				m.desc.MediaType = ocispec.MediaTypeImageIndex
+			}
+		}
+		if index {
+			for _, child := range shape.Manifests {
+				if err := walk(child, depth+1); err != nil {
+					return err
+				}
+			}
+		} else {
+			if shape.Config.Digest == "" {
+				return fmt.Errorf("manifest %s has no config", desc.Digest)
+			}
+			for _, b := range append([]ocispec.Descriptor{shape.Config}, shape.Layers...) {
+				if !s.HasBlob(b.Digest) && len(b.URLs) == 0 {
+					return fmt.Errorf("manifest %s: blob %s is not in the store", desc.Digest, b.Digest)
+				}
+			}
+		}
+		out = append(out, m)
+		return nil
 	}
-	ok, err := b.rc.hasBlob(ctx, d)
-	if err != nil {
-		return false, err
+	if err := walk(target, 0); err != nil {
+		return nil, err
 	}
-	b.known[d] = ok
-	return ok, nil
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("multi-platform image (image index %s): the manifests for %s are not in the store (pulled for one platform); imgfs pull --all-platforms brings them",
+			target.Digest, strings.Join(missing, ", "))
+	}
+	return out, nil
 }
 
-// storeImage is an image in the store as go-containerregistry sees it: its manifest and
-// config bytes as stored, its layers the stored compressed blobs.
-type storeImage struct {
-	s   *store.Store
+// platformName names an image index's entry by its platform (os/arch[/variant]), or its
+// digest when it has none.
+func platformName(d ocispec.Descriptor) string {
+	p := d.Platform
+	if p == nil || p.OS == "" {
+		return d.Digest.String()
+	}
+	s := p.OS + "/" + p.Architecture
+	if p.Variant != "" {
+		s += "/" + p.Variant
+	}
+	return s
+}
+
+// rawManifest is a stored manifest as remote.Put sends it: its bytes, its media type.
+type rawManifest struct {
 	raw []byte
 	mt  types.MediaType
-	cfg []byte
-	m   ocispec.Manifest
 }
 
-func newStoreImage(s *store.Store, img store.Image) (v1.Image, error) {
-	if img.Target.Digest != img.Descriptor.Digest {
-		return nil, fmt.Errorf("a multi-platform image (image index %s): pushing image indexes is not supported yet", img.Target.Digest)
-	}
-	raw, err := s.ReadBlob(img.Descriptor.Digest, store.MaxManifestSize)
-	if err != nil {
-		return nil, err
-	}
-	var shape struct {
-		MediaType string `json:"mediaType"`
-	}
-	if err := json.Unmarshal(raw, &shape); err != nil {
-		return nil, fmt.Errorf("manifest %s: %v", img.Descriptor.Digest, err)
-	}
-	mt := img.Descriptor.MediaType
-	if shape.MediaType != "" {
-		mt = shape.MediaType
-	}
-	if mt == "" {
-		mt = ocispec.MediaTypeImageManifest
-	}
-	cfg, _, err := s.ReadConfig(img.Manifest.Config.Digest)
-	if err != nil {
-		return nil, err
-	}
-	return partial.CompressedToImage(&storeImage{s: s, raw: raw, mt: types.MediaType(mt), cfg: cfg, m: img.Manifest})
+func (m rawManifest) RawManifest() ([]byte, error)        { return m.raw, nil }
+func (m rawManifest) MediaType() (types.MediaType, error) { return m.mt, nil }
+
+// blobToPush is one blob of a push: a layer (its progress is told) or a config.
+type blobToPush struct {
+	desc  ocispec.Descriptor
+	layer bool
 }
 
-func (i *storeImage) RawManifest() ([]byte, error)        { return i.raw, nil }
-func (i *storeImage) RawConfigFile() ([]byte, error)      { return i.cfg, nil }
-func (i *storeImage) MediaType() (types.MediaType, error) { return i.mt, nil }
-func (i *storeImage) LayerByDigest(h v1.Hash) (partial.CompressedLayer, error) {
-	d := digest.Digest(h.String())
-	if d == i.m.Config.Digest {
-		return &storeLayer{s: i.s, desc: i.m.Config}, nil
+// blobPusher sends blobs of the store to a repository.
+type blobPusher struct {
+	s        *store.Store
+	rc       *repoClient
+	locs     *blobLocations
+	say      func(id, msg string)
+	progress func(id string, current, total int64)
+}
+
+// pushAll pushes blobs, n at a time (0: DefaultConcurrency), in their order. The first
+// error stops the rest.
+func (p *blobPusher) pushAll(ctx context.Context, blobs []blobToPush, n int) error {
+	if n <= 0 {
+		n = DefaultConcurrency
 	}
-	for _, l := range i.m.Layers {
-		if l.Digest == d {
-			return &storeLayer{s: i.s, desc: l}, nil
+	for _, b := range blobs {
+		if b.layer {
+			p.say(short(b.desc.Digest), "Preparing")
 		}
 	}
-	return nil, fmt.Errorf("blob %s is not in manifest", d)
+	for i, b := range blobs {
+		if b.layer && i >= n {
+			p.say(short(b.desc.Digest), "Waiting")
+		}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sem := make(chan struct{}, n)
+	var wg sync.WaitGroup
+	var errMu sync.Mutex
+	var firstErr error
+dispatch:
+	for _, b := range blobs {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			break dispatch
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := p.push(ctx, b); err != nil {
+				errMu.Lock()
+				if firstErr == nil {
+					firstErr = err
+					cancel()
+				}
+				errMu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return firstErr
+	}
+	return ctx.Err()
 }
 
-// storeLayer is a stored blob, compressed as it is.
-type storeLayer struct {
-	s    *store.Store
-	desc ocispec.Descriptor
+// push sends one blob unless the repository has it: a HEAD, then a mount from another
+// repository of the registry known to have it, else an upload (in the session a mount
+// the registry would not do opened, if any).
+func (p *blobPusher) push(ctx context.Context, b blobToPush) error {
+	d := b.desc.Digest
+	id := short(d)
+	tell := func(msg string) {
+		if b.layer {
+			p.say(id, msg)
+		}
+	}
+	repo := p.rc.repo
+	ok, err := p.rc.hasBlob(ctx, d)
+	if err != nil {
+		return err
+	}
+	if ok {
+		tell("Layer already exists")
+		p.locs.add(d, repo)
+		return nil
+	}
+	from := "" // the latest repository seen with it: the one Push asked a token for
+	if f := p.locs.mountFrom(d, repo); len(f) > 0 {
+		from = f[0]
+	}
+	loc, mounted, err := p.rc.startUpload(ctx, d, from)
+	if err != nil {
+		return err
+	}
+	if mounted {
+		tell("Mounted from " + from)
+		p.locs.add(d, repo)
+		return nil
+	}
+	tell("Pushing")
+	open := func() (io.ReadCloser, error) {
+		f, err := p.s.OpenBlob(d)
+		if err != nil {
+			return nil, err
+		}
+		if !b.layer || p.progress == nil {
+			return f, nil
+		}
+		return &progressReader{ReadCloser: f, id: id, total: b.desc.Size, progress: p.progress}, nil
+	}
+	if err := p.rc.upload(ctx, loc, d, b.desc.Size, open); err != nil {
+		return err
+	}
+	tell("Pushed")
+	p.locs.add(d, repo)
+	return nil
 }
 
-func (l *storeLayer) Digest() (v1.Hash, error) { return v1.NewHash(l.desc.Digest.String()) }
-func (l *storeLayer) Size() (int64, error)     { return l.desc.Size, nil }
-func (l *storeLayer) MediaType() (types.MediaType, error) {
-	return types.MediaType(l.desc.MediaType), nil
+// progressReader tells progress how many bytes of blob id have been read, of total.
+type progressReader struct {
+	io.ReadCloser
+	id       string
+	n, total int64
+	progress func(id string, current, total int64)
 }
-func (l *storeLayer) Compressed() (io.ReadCloser, error) { return l.s.OpenBlob(l.desc.Digest) }
+
+func (r *progressReader) Read(b []byte) (int, error) {
+	n, err := r.ReadCloser.Read(b)
+	if n > 0 {
+		r.n += int64(n)
+		r.progress(r.id, r.n, r.total)
+	}
+	return n, err
+}

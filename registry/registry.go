@@ -196,16 +196,18 @@ func (r *namedReader) Read(b []byte) (int, error) {
 // repoClient sends requests to one repository of a registry over go-containerregistry's
 // transport, which gets and renews the tokens for its scopes with the Client's keychain,
 // through the Client's httpsOnly transport. Push and pull use it for what remote does not
-// offer as imgfs needs it (a HEAD whose answer is kept, a blob's bytes unverified by remote
-// because the store verifies them).
+// offer as imgfs needs it (a HEAD whose answer is kept, blob uploads that mount from the
+// repositories the store remembers and tell their progress, a blob's bytes unverified by
+// remote because the store verifies them).
 type repoClient struct {
 	repo name.Repository
 	hc   *http.Client
 }
 
 // repoClient returns a repoClient for repo with the given scope (transport.PullScope or
-// transport.PushScope).
-func (c *Client) repoClient(ctx context.Context, repo name.Repository, scope string) (*repoClient, error) {
+// transport.PushScope), and the further scopes also asks for (a push that mounts blobs
+// needs to pull from the repositories it mounts them from).
+func (c *Client) repoClient(ctx context.Context, repo name.Repository, scope string, also ...string) (*repoClient, error) {
 	auth, err := authn.Resolve(ctx, c.keychain, repo)
 	if err != nil {
 		return nil, describe(err, repo.Tag(""), "")
@@ -214,7 +216,7 @@ func (c *Client) repoClient(ctx context.Context, repo name.Repository, scope str
 	if c.ua != "" {
 		rt = transport.NewUserAgent(rt, c.ua)
 	}
-	rt, err = transport.NewWithContext(ctx, repo.Registry, auth, rt, []string{repo.Scope(scope)})
+	rt, err = transport.NewWithContext(ctx, repo.Registry, auth, rt, append([]string{repo.Scope(scope)}, also...))
 	if err != nil {
 		return nil, describe(err, repo.Tag(""), "")
 	}

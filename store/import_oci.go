@@ -291,3 +291,7 @@ func (im *importer) prefetchLayers(layers []ocispec.Descriptor) {
 	}
 	wg.Wait()
 }
+
+// IsTarLayerType reports the media types of layers that are tars (of any compression),
+// as opposed to artifacts' blobs (attestations, signatures) listed as layers.
+func IsTarLayerType(mt string) bool { return isTarLayerType(mt) }

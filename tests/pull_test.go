@@ -189,7 +189,61 @@ func TestPullMultiPlatform(t *testing.T) {
 	r := startRegistry(t)
 	tmp := t.TempDir()
 	orig := filepath.Join(tmp, "orig")
-	s, host := origImage(t, orig, "")
+	mp := multiPlatformImage(t, r, orig, "test/multi:1")
+
+	ref := r.host + "/test/multi:1"
+	for _, c := range []struct {
+		platform string
+		want     ocispec.Descriptor
+		id       digest.Digest
+	}{
+		{"", mp.host.manifest, mp.host.id},
+		{"linux/" + mp.otherArch, mp.other, mp.otherConfig.Digest},
+	} {
+		dir := filepath.Join(tmp, "pulled-"+strings.ReplaceAll(c.platform, "/", "-"))
+		args := []string{"pull", ref}
+		if c.platform != "" {
+			args = append([]string{"--platform", c.platform}, args...)
+		}
+		res := imgfs(t, dir, args...)
+		if res.code != 0 || !strings.Contains(res.stdout, "Digest: "+mp.index.Digest.String()) {
+			t.Fatalf("imgfs %s: exit %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), res.code, res.stdout, res.stderr)
+		}
+		ps, err := store.Open(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.platform != "" {
+			if ps.Platform, err = store.ParsePlatform(c.platform); err != nil {
+				t.Fatal(err)
+			}
+		}
+		img, err := ps.Resolve(ref)
+		if err != nil {
+			t.Fatalf("platform %q: %v", c.platform, err)
+		}
+		if img.Target.Digest != mp.index.Digest || img.Descriptor.Digest != c.want.Digest || img.ID != c.id {
+			t.Errorf("platform %q: pulled index %s, manifest %s, ID %s; want %s, %s, %s", c.platform,
+				img.Target.Digest, img.Descriptor.Digest, img.ID, mp.index.Digest, c.want.Digest, c.id)
+		}
+	}
+}
+
+// multiPlatform is the image multiPlatformImage makes: an image index of this machine's
+// image (origImage's) and another architecture's of its first layer.
+type multiPlatform struct {
+	host        image
+	other       ocispec.Descriptor // the other architecture's manifest
+	otherConfig ocispec.Descriptor
+	otherArch   string
+	index       ocispec.Descriptor
+}
+
+// multiPlatformImage makes a store at dir with a multi-platform image in it, tagged as
+// repoTag ("test/multi:1"), and pushes it to the registry as that with skopeo --all.
+func multiPlatformImage(t *testing.T, r *testRegistry, dir, repoTag string) multiPlatform {
+	t.Helper()
+	s, host := origImage(t, dir, "")
 	otherArch := "arm64"
 	if runtime.GOARCH == "arm64" {
 		otherArch = "amd64"
@@ -219,49 +273,14 @@ func TestPullMultiPlatform(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, _ := reference.ParseNormalizedNamed("test/multi:1")
+	n, _ := reference.ParseNormalizedNamed(repoTag)
 	if err := s.Tag(n, index); err != nil {
 		t.Fatal(err)
 	}
 	skopeo := needProgram(t, "skopeo", "skopeo")
-	ok(t, "", skopeo, "copy", "--quiet", "--all", "--dest-tls-verify=false", "oci:"+orig+":1", "docker://"+r.host+"/test/multi:1")
-
-	ref := r.host + "/test/multi:1"
-	for _, c := range []struct {
-		platform string
-		want     ocispec.Descriptor
-		id       digest.Digest
-	}{
-		{"", host.manifest, host.id},
-		{"linux/" + otherArch, other, cd.Digest},
-	} {
-		dir := filepath.Join(tmp, "pulled-"+strings.ReplaceAll(c.platform, "/", "-"))
-		args := []string{"pull", ref}
-		if c.platform != "" {
-			args = append([]string{"--platform", c.platform}, args...)
-		}
-		res := imgfs(t, dir, args...)
-		if res.code != 0 || !strings.Contains(res.stdout, "Digest: "+index.Digest.String()) {
-			t.Fatalf("imgfs %s: exit %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), res.code, res.stdout, res.stderr)
-		}
-		ps, err := store.Open(dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if c.platform != "" {
-			if ps.Platform, err = store.ParsePlatform(c.platform); err != nil {
-				t.Fatal(err)
-			}
-		}
-		img, err := ps.Resolve(ref)
-		if err != nil {
-			t.Fatalf("platform %q: %v", c.platform, err)
-		}
-		if img.Target.Digest != index.Digest || img.Descriptor.Digest != c.want.Digest || img.ID != c.id {
-			t.Errorf("platform %q: pulled index %s, manifest %s, ID %s; want %s, %s, %s", c.platform,
-				img.Target.Digest, img.Descriptor.Digest, img.ID, index.Digest, c.want.Digest, c.id)
-		}
-	}
+	tag := repoTag[strings.LastIndex(repoTag, ":")+1:]
+	ok(t, "", skopeo, "copy", "--quiet", "--all", "--dest-tls-verify=false", "oci:"+dir+":"+tag, "docker://"+r.host+"/"+repoTag)
+	return multiPlatform{host: host, other: other, otherConfig: cd, otherArch: otherArch, index: index}
 }
 
 // origImage makes a store at dir with the test image of two layers in it, named name

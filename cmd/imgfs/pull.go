@@ -10,6 +10,7 @@ import (
 
 func newPullCmd(g *globals) *cobra.Command {
 	var f registryFlags
+	var allPlatforms bool
 	cmd := &cobra.Command{
 		Use:   "pull [flags] REF",
 		Short: "Pull an image from a registry into the store",
@@ -23,6 +24,10 @@ the system's CAs and those of --cert-dir (or /etc/docker/certs.d/HOST[:PORT]/ an
 /etc/containers/certs.d/HOST[:PORT]/); loopback ones (localhost, 127.0.0.0/8, ::1) and
 those named with --insecure-registry over plain HTTP when they do not speak HTTPS.
 
+Of a multi-platform image (an image index), the manifest for this machine's platform (or
+--platform's) is pulled; --all-platforms pulls every manifest of the index, with their
+configs and layers, each layer once: what imgfs push needs to push the image whole.
+
 Layer progress goes to stderr: on a terminal a line per layer kept in place, with a bar
 while its bytes move, as docker shows it; elsewhere a line each time a layer's word
 changes. The digest and status go to stdout; --quiet prints nothing.`,
@@ -34,7 +39,7 @@ changes. The digest and status go to stdout; --quiet prints nothing.`,
 			}
 			defer stop()
 			d := f.display(cmd.ErrOrStderr())
-			opts := registry.PullOptions{Status: d.statusFunc(), Progress: d.progressFunc("Downloading")}
+			opts := registry.PullOptions{Status: d.statusFunc(), Progress: d.progressFunc("Downloading"), AllPlatforms: allPlatforms}
 			res, err := c.Pull(ctx, s, args[0], opts)
 			d.Wait() // before any other line: the display has the terminal until then
 			if err != nil {
@@ -54,5 +59,6 @@ changes. The digest and status go to stdout; --quiet prints nothing.`,
 		},
 	}
 	f.add(cmd)
+	cmd.Flags().BoolVar(&allPlatforms, "all-platforms", false, "pull every platform's manifest of a multi-platform image")
 	return cmd
 }
