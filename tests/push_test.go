@@ -1,15 +1,19 @@
 package tests
 
 import (
+	"context"
 	"encoding/json"
 	"net/url"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/distribution/reference"
+	"github.com/imgfs/imgfs/registry"
 	"github.com/imgfs/imgfs/store"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -244,8 +248,19 @@ func TestPushMultiPlatform(t *testing.T) {
 	src := r.host + "/test/multi:1"
 
 	all := filepath.Join(tmp, "all")
+	gets := len(r.blobGets(t))
 	if res := imgfs(t, all, "pull", "--all-platforms", src); res.code != 0 {
 		t.Fatalf("imgfs pull --all-platforms %s: exit %d\n%s%s", src, res.code, res.stdout, res.stderr)
+	}
+	// Each blob once: the layer both manifests share too.
+	got := r.blobGets(t)[gets:]
+	for _, d := range []digest.Digest{mp.host.id, mp.otherConfig.Digest, mp.host.layers[0].Digest, mp.host.layers[1].Digest} {
+		if c := countLines(got, "/blobs/"+d.String()); c != 1 {
+			t.Errorf("imgfs pull --all-platforms: blob %s fetched %d times, want once:\n%s", d, c, strings.Join(got, "\n"))
+		}
+	}
+	if len(got) != 4 {
+		t.Errorf("imgfs pull --all-platforms: %d blob GETs, want 4 (2 configs, 2 layers):\n%s", len(got), strings.Join(got, "\n"))
 	}
 	as, err := store.Open(all)
 	if err != nil {
@@ -306,5 +321,62 @@ func TestPushMultiPlatform(t *testing.T) {
 	}
 	if sent := r.since(t, before, "test/copy2"); len(sent) != 0 {
 		t.Errorf("a refused push sent requests:\n%s", strings.Join(sent, "\n"))
+	}
+}
+
+// TestPushProgress: Push, called as cmd/imgfs does, tells each layer's way in docker's
+// words, in order ("Waiting" for those beyond the concurrency), and its bytes as they go
+// up, to the layer's size.
+func TestPushProgress(t *testing.T) {
+	r := startRegistry(t)
+	dir := filepath.Join(t.TempDir(), "orig")
+	ref := r.host + "/test/app:1"
+	s, img := origImage(t, dir, ref)
+	c, err := registry.New(registry.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	said := map[string][]string{}
+	sent := map[string][]int64{}
+	opts := registry.PushOptions{
+		Concurrency: 1,
+		Status: func(id, msg string) {
+			mu.Lock()
+			defer mu.Unlock()
+			said[id] = append(said[id], msg)
+		},
+		Progress: func(id string, current, total int64) {
+			mu.Lock()
+			defer mu.Unlock()
+			sent[id] = append(sent[id], current, total)
+		},
+	}
+	if _, err := c.Push(context.Background(), s, ref, opts); err != nil {
+		t.Fatal(err)
+	}
+	for i, l := range img.layers {
+		id := l.Digest.Encoded()[:12]
+		want := []string{"Preparing", "Pushing", "Pushed"}
+		if i > 0 {
+			want = []string{"Preparing", "Waiting", "Pushing", "Pushed"}
+		}
+		if !slices.Equal(said[id], want) {
+			t.Errorf("layer %d (%s): statuses %q, want %q", i, id, said[id], want)
+		}
+		p := sent[id]
+		if len(p) == 0 || p[len(p)-2] != l.Size || p[len(p)-1] != l.Size {
+			t.Errorf("layer %d (%s): progress %v, want it to end at %d of %d", i, id, p, l.Size, l.Size)
+			continue
+		}
+		for j := 2; j < len(p); j += 2 {
+			if p[j] < p[j-2] || p[j+1] != l.Size {
+				t.Errorf("layer %d (%s): progress %v goes back or changes its total", i, id, p)
+				break
+			}
+		}
+	}
+	if got := said[""]; len(got) != 1 || got[0] != "The push refers to repository ["+r.host+"/test/app]" {
+		t.Errorf("repository statuses %q", got)
 	}
 }
