@@ -24,14 +24,7 @@ func TestBlobLocations(t *testing.T) {
 		t.Fatal(err)
 	}
 	gone := digest.FromString("not in the store")
-	repo := func(r string) name.Repository {
-		t.Helper()
-		n, err := name.NewRepository(r, name.Insecure)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
+	repo := func(r string) name.Repository { return mustRepo(t, r) }
 
 	l := loadLocations(s)
 	for i := range maxLocations + 2 {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/distribution/reference"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -326,7 +327,7 @@ dispatch:
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			if err := p.push(ctx, b); err != nil {
+			if err := p.pushRetried(ctx, b); err != nil {
 				errMu.Lock()
 				if firstErr == nil {
 					firstErr = err
@@ -341,6 +342,23 @@ dispatch:
 		return firstErr
 	}
 	return ctx.Err()
+}
+
+// pushRetried is push, tried again from the start on a temporary failure.
+func (p *blobPusher) pushRetried(ctx context.Context, b blobToPush) error {
+	wait := uploadBackoff
+	for try := 1; ; try++ {
+		err := p.push(ctx, b)
+		if err == nil || try == uploadTries || !temporary(err) {
+			return err
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		wait *= 3
+	}
 }
 
 // push sends one blob unless the repository has it: a HEAD, then a mount from another

@@ -230,18 +230,17 @@ func (r *repoClient) url(path string) string {
 
 // hasBlob says whether the repository has blob d, with a HEAD.
 func (r *repoClient) hasBlob(ctx context.Context, d digest.Digest) (bool, error) {
-	ref := r.repo.Digest(d.String())
 	req, err := http.NewRequestWithContext(ctx, http.MethodHead, r.url("blobs/"+d.String()), nil)
 	if err != nil {
 		return false, err
 	}
 	resp, err := r.hc.Do(req)
 	if err != nil {
-		return false, describe(err, ref, d)
+		return false, r.blobError(err, d)
 	}
 	resp.Body.Close()
 	if err := transport.CheckError(resp, http.StatusOK, http.StatusNotFound); err != nil {
-		return false, describe(err, ref, d)
+		return false, r.blobError(err, d)
 	}
 	return resp.StatusCode == http.StatusOK, nil
 }

@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"syscall"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/opencontainers/go-digest"
@@ -108,12 +110,44 @@ func (r *repoClient) upload(ctx context.Context, loc string, d digest.Digest, si
 	return nil
 }
 
-// blobError is err, one line naming the registry, the repository and blob d.
+// blobError is err, one line naming the registry, the repository and blob d, that still
+// unwraps to err (temporary tells by it whether to try again).
 func (r *repoClient) blobError(err error, d digest.Digest) error {
 	if errors.Is(err, context.Canceled) {
 		return err
 	}
-	return describe(err, r.repo.Digest(d.String()), d)
+	return &blobFailure{describe(err, r.repo.Digest(d.String()), d), err}
+}
+
+type blobFailure struct {
+	msg   error
+	cause error
+}
+
+func (e *blobFailure) Error() string { return e.msg.Error() }
+func (e *blobFailure) Unwrap() error { return e.cause }
+
+// uploadTries is how many times a blob's push is tried, uploadBackoff the wait before the
+// second try, tripled before each next: go-containerregistry's own uploads go so.
+const (
+	uploadTries   = 3
+	uploadBackoff = time.Second
+)
+
+// temporary says whether a failure may pass on another try: the connection broke, or the
+// registry answered that it cannot now (408, 429, 5xx, or its error codes saying so).
+func temporary(err error) bool {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var te *transport.Error
+	if errors.As(err, &te) {
+		return te.Temporary()
+	}
+	var ne net.Error
+	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, net.ErrClosed) ||
+		(errors.As(err, &ne) && ne.Timeout())
 }
 
 // nextLocation is the URL an upload answer's Location header names for the next request,
