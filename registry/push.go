@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -200,7 +201,9 @@ func planPush(s *store.Store, target ocispec.Descriptor) ([]storedManifest, erro
 			return fmt.Errorf("image index %s: nested too deep", desc.Digest)
 		}
 		if depth > 0 && !s.HasBlob(desc.Digest) {
-			missing = append(missing, platformName(desc))
+			if p := platformName(desc); !slices.Contains(missing, p) {
+				missing = append(missing, p)
+			}
 			return nil
 		}
 		raw, err := s.ReadBlob(desc.Digest, store.MaxManifestSize)
