@@ -88,7 +88,8 @@ const TmpMaxAge = time.Minute
 
 // GC deletes the blobs index.json does not reach (through manifests to configs and layers,
 // through image indexes to manifests), their layer indexes, layer indexes of blobs no
-// longer stored, and files in .imgfs/tmp older than TmpMaxAge. It reports how many files
+// longer stored, the blobs failed pulls kept (Staging), and other files in .imgfs/tmp
+// older than TmpMaxAge. It reports how many files
 // it removed and their bytes.
 //
 // It runs under the index lock and waits until no Hold is held (no import between writing
@@ -163,6 +164,18 @@ func (s *Store) GC() (removed int, freed int64, err error) {
 		}
 	}
 
+	// Blobs failed pulls kept for the next to adopt (see Staging): no Staging runs while GC
+	// does, so none is in use, whatever its age.
+	kept, err := os.ReadDir(s.keptDir())
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return removed, freed, fmt.Errorf("store: gc: %w", err)
+	}
+	for _, k := range kept {
+		if fi, err := k.Info(); err == nil {
+			remove(filepath.Join(s.keptDir(), k.Name()), fi)
+		}
+	}
+
 	// Leftovers of killed writes.
 	tmps, err := os.ReadDir(s.tmpDir())
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -175,6 +188,9 @@ func (s *Store) GC() (removed int, freed int64, err error) {
 			continue
 		}
 		p := filepath.Join(s.tmpDir(), t.Name())
+		if p == s.keptDir() {
+			continue
+		}
 		if fi.IsDir() {
 			if os.RemoveAll(p) == nil {
 				removed++

@@ -4,6 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"sync"
 
 	"github.com/distribution/reference"
@@ -15,8 +18,15 @@ import (
 // Staging brings an image into the store blob by blob, the way an import does: each blob
 // is verified and staged in .imgfs/tmp as it is written (a layer indexed in the same
 // pass), and only Commit moves them into blobs/ and tags the image, in one index.json
-// update. Until then the store is held (GC waits) and left as it was: Close removes
-// whatever was not committed. Blob and Layer may be called from several goroutines.
+// update. Until then the store is held (GC waits) and blobs/ and index.json are left as
+// they were. Blob and Layer may be called from several goroutines.
+//
+// A staged blob is kept, verified, until a Commit takes it or GC removes it, whatever
+// becomes of the Staging: closed without Commit, or its process killed. A later Staging
+// adopts it (AdoptLayer, AdoptBlob) instead of fetching it again, as containerd keeps the
+// ingests of a broken pull. Kept blobs are named by digest in .imgfs/tmp/verified, a
+// layer's index beside it, so that two Stagings of one blob (two pulls at once) write the
+// same file, each by a rename of a complete, verified copy: neither sees half of the other's.
 type Staging struct {
 	s       *Store
 	release func()
@@ -27,9 +37,9 @@ type Staging struct {
 }
 
 type stagedBlob struct {
-	tmp string
-	d   digest.Digest
-	n   int64
+	kept string // in .imgfs/tmp/verified
+	d    digest.Digest
+	n    int64
 }
 
 // Stage starts a Staging. The caller must Close it.
@@ -83,24 +93,114 @@ func (st *Staging) Layer(r io.Reader, desc ocispec.Descriptor) (*layerindex.Inde
 	return ix, nil
 }
 
+// add keeps the verified blob staged as tmp ("": blobs/ has it) and takes it, with its
+// layer index ix (nil: not a layer), into the staging.
 func (st *Staging) add(tmp string, desc ocispec.Descriptor, n int64, ix *layerindex.Index) error {
 	if desc.Size > 0 && n != desc.Size {
 		removeTemp(tmp)
 		return fmt.Errorf("store: blob %s is %d bytes, its descriptor says %d", desc.Digest, n, desc.Size)
 	}
+	kept := ""
+	if tmp != "" {
+		var err error
+		if kept, err = st.s.keep(tmp, desc.Digest, ix); err != nil {
+			return err
+		}
+	}
+	return st.take(kept, desc.Digest, n, ix)
+}
+
+// take adds the kept blob kept ("": none) and its layer index ix (nil: none) to what
+// Commit places.
+func (st *Staging) take(kept string, d digest.Digest, n int64, ix *layerindex.Index) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.done {
-		removeTemp(tmp)
 		return errors.New("store: staging already closed")
 	}
-	if tmp != "" {
-		st.staged = append(st.staged, stagedBlob{tmp, desc.Digest, n})
+	if kept != "" {
+		st.staged = append(st.staged, stagedBlob{kept, d, n})
 	}
 	if ix != nil {
 		st.indexes = append(st.indexes, ix)
 	}
 	return nil
+}
+
+// keptPath is where the verified blob d is kept until a Commit or GC; its layer index, if
+// it is a layer, is at keptPath+".index".
+func (s *Store) keptPath(d digest.Digest) string {
+	return filepath.Join(s.keptDir(), string(d.Algorithm())+"-"+d.Encoded())
+}
+
+func (s *Store) keptDir() string { return filepath.Join(s.tmpDir(), "verified") }
+
+// keep moves the verified blob d, staged as tmp, to keptPath, its layer index ix (nil:
+// none) first: a kept blob whose index is missing is a blob whose keeping was cut short,
+// and AdoptLayer passes it by.
+func (s *Store) keep(tmp string, d digest.Digest, ix *layerindex.Index) (string, error) {
+	p := s.keptPath(d)
+	if ix != nil {
+		data, err := ix.MarshalBinary()
+		if err == nil {
+			err = s.writeFileAtomic(p+".index", data)
+		}
+		if err != nil {
+			removeTemp(tmp)
+			return "", fmt.Errorf("store: layer index of %s: %w", d, err)
+		}
+	}
+	if err := placeTemp(tmp, p); err != nil {
+		return "", fmt.Errorf("store: keeping blob %s: %w", d, err)
+	}
+	return p, nil
+}
+
+// AdoptLayer stages the layer blob desc describes (its size must be set) from what an
+// earlier Staging kept, and returns its layer index; it returns false when there is no
+// kept copy of that size with its index, and the blob must be fetched.
+//
+// The kept copy is not hashed again: stageBlob hashed every byte on its way to disk and
+// renamed the fsynced file under its digest only when they matched, so only a disk fault
+// or a hand could have changed it since, as for a blob in blobs/, which is not re-hashed on
+// use either. Reads through the layer index check each span's CRC-32C, so damage done
+// later still shows there; the size check catches a copy cut short.
+func (st *Staging) AdoptLayer(desc ocispec.Descriptor) (*layerindex.Index, bool) {
+	if checkDesc(desc) != nil || desc.Size <= 0 {
+		return nil, false
+	}
+	p := st.s.keptPath(desc.Digest)
+	ix, err := loadIndex(p+".index", desc)
+	if ix == nil || err != nil {
+		return nil, false
+	}
+	if fi, err := os.Stat(p); err != nil || !fi.Mode().IsRegular() || fi.Size() != desc.Size {
+		return nil, false
+	}
+	if st.take(p, desc.Digest, desc.Size, ix) != nil {
+		return nil, false
+	}
+	return ix, true
+}
+
+// AdoptBlob stages the small blob desc describes (a config: at most maxSize bytes) from
+// what an earlier Staging kept, and returns its bytes, verified against its digest again
+// (cheap at that size, and the caller parses them); false when there is no good copy.
+func (st *Staging) AdoptBlob(desc ocispec.Descriptor, maxSize int64) ([]byte, bool) {
+	if checkDesc(desc) != nil || desc.Size <= 0 || desc.Size > maxSize {
+		return nil, false
+	}
+	p := st.s.keptPath(desc.Digest)
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, false
+	}
+	data, err := readVerified(f, desc.Digest, maxSize)
+	f.Close()
+	if err != nil || int64(len(data)) != desc.Size || st.take(p, desc.Digest, desc.Size, nil) != nil {
+		return nil, false
+	}
+	return data, true
 }
 
 // Commit moves every staged blob into blobs/, stores the layer indexes and tags target
@@ -119,14 +219,19 @@ func (st *Staging) Commit(name reference.Named, target ocispec.Descriptor) error
 	if st.done {
 		return errors.New("store: staging already closed")
 	}
-	for i := range st.staged {
-		b := &st.staged[i]
-		err := st.s.placeBlob(b.tmp, b.d, b.n)
-		b.tmp = ""
+	for _, b := range st.staged {
+		err := st.s.placeBlob(b.kept, b.d, b.n)
+		if errors.Is(err, fs.ErrNotExist) && st.s.HasBlob(b.d) {
+			// Another Staging of the same blob committed first, taking the kept copy
+			// this one had too (the same bytes).
+			err = nil
+		}
 		if err != nil {
 			return err
 		}
+		os.Remove(b.kept + ".index") // the index is stored below, from memory
 	}
+	st.staged = nil
 	for _, ix := range st.indexes {
 		if err := st.s.PutLayerIndex(ix); err != nil {
 			return err
@@ -136,7 +241,8 @@ func (st *Staging) Commit(name reference.Named, target ocispec.Descriptor) error
 	return err
 }
 
-// Close removes what was staged and not committed, and releases the store.
+// Close releases the store. What was staged and not committed stays kept, verified, for a
+// later Staging to adopt or GC to remove.
 func (st *Staging) Close() {
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -144,9 +250,6 @@ func (st *Staging) Close() {
 		return
 	}
 	st.done = true
-	for _, b := range st.staged {
-		removeTemp(b.tmp)
-	}
 	st.staged = nil
 	st.release()
 }
