@@ -10,6 +10,8 @@ import (
 
 	"github.com/distribution/reference"
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/imgfs/imgfs/layerindex"
 	"github.com/imgfs/imgfs/store"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -22,11 +24,14 @@ const DefaultConcurrency = 3
 type PullOptions struct {
 	Concurrency int // layers downloaded at a time; 0 means DefaultConcurrency
 	// Status hears each layer's progress in docker's words: id is the layer's short
-	// digest ("" for the image), msg "Pulling fs layer", "Already exists", "Download
-	// complete", "Pull complete". It may be called from several goroutines, never at once.
+	// digest ("" for the image), msg "Pulling fs layer", "Already exists", "Waiting" (for
+	// one of the Concurrency downloads), "Downloading" (its first bytes came), "Verifying
+	// Checksum" (its last did), "Download complete", "Pull complete". It may be called from
+	// several goroutines, never at once.
 	Status func(id, msg string)
 	// Progress hears how many bytes of a layer (id, its short digest) have arrived, of
-	// total, while it downloads. It may be called from several goroutines at once.
+	// total, while it downloads: every progressStep bytes or so, and at its end. It may be
+	// called from several goroutines at once.
 	Progress func(id string, current, total int64)
 	// AllPlatforms pulls every manifest of an image index, with their configs and
 	// layers, not only the platform's: what pushing the image needs.
@@ -44,8 +49,9 @@ type PullResult struct {
 // image index with the manifest for s's platform), config and compressed layers, with the
 // same digests. Layers download opts.Concurrency at a time; each blob is verified, staged
 // and (a layer) indexed in one pass as it downloads, and each layer's diffID is checked
-// against the config. Blobs s has already are not fetched. index.json changes only at the
-// end; a failed pull leaves s as it was.
+// against the config. Blobs s has already are not fetched, nor those an earlier pull that
+// failed kept in staging (store.Staging); a download that breaks resumes where it broke.
+// index.json and blobs/ change only at the end; a failed pull leaves them as they were.
 func (c *Client) Pull(ctx context.Context, s *store.Store, refStr string, opts PullOptions) (*PullResult, error) {
 	status := opts.Status
 	if status == nil {
@@ -83,7 +89,9 @@ func (c *Client) Pull(ctx context.Context, s *store.Store, refStr string, opts P
 	}
 	defer st.Close()
 	p := &imagePuller{c: c, s: s, st: st, repo: repo, ref: ref, opts: opts, say: say, where: where,
-		small: map[digest.Digest][]byte{}, other: map[digest.Digest]bool{}, diffIDs: map[digest.Digest]digest.Digest{}}
+		small: map[digest.Digest][]byte{}, other: map[digest.Digest]bool{}, diffIDs: map[digest.Digest]digest.Digest{},
+		// The blobs' client, made (a ping, maybe a token) only if a blob is to be fetched.
+		fetcher: sync.OnceValues(func() (*repoClient, error) { return c.repoClient(ctx, repo, transport.PullScope) })}
 	target := ocispec.Descriptor{MediaType: mt, Digest: top, Size: int64(len(raw))}
 	if err := p.manifest(ctx, raw, target, 0); err != nil {
 		return nil, err
@@ -115,14 +123,15 @@ func (c *Client) Pull(ctx context.Context, s *store.Store, refStr string, opts P
 // imagePuller is one pull's state across the manifests it brings: an image index's (all
 // of them with AllPlatforms) share it, so that a blob two of them name is fetched once.
 type imagePuller struct {
-	c     *Client
-	s     *store.Store
-	st    *store.Staging
-	repo  name.Repository
-	ref   name.Reference
-	opts  PullOptions
-	say   func(id, msg string)
-	where func(d digest.Digest) string
+	c       *Client
+	s       *store.Store
+	st      *store.Staging
+	repo    name.Repository
+	ref     name.Reference
+	opts    PullOptions
+	say     func(id, msg string)
+	where   func(d digest.Digest) string
+	fetcher func() (*repoClient, error)
 
 	fetched bool                     // something was staged
 	blobs   []digest.Digest          // the configs and layers of the manifests pulled
@@ -198,7 +207,7 @@ func (p *imagePuller) manifest(ctx context.Context, raw []byte, desc ocispec.Des
 // its diffID checked against the config's; blobs that say they are something else (an
 // attestation's) are staged as they are.
 func (p *imagePuller) image(ctx context.Context, mdigest digest.Digest, config ocispec.Descriptor, layers []ocispec.Descriptor) error {
-	c, s, st, repo, ref, say, where := p.c, p.s, p.st, p.repo, p.ref, p.say, p.where
+	s, st, ref, say, where := p.s, p.st, p.ref, p.say, p.where
 	if config.Digest == "" {
 		return fmt.Errorf("%s: manifest %s has no config", ref, mdigest)
 	}
@@ -214,13 +223,17 @@ func (p *imagePuller) image(ctx context.Context, mdigest digest.Digest, config o
 		if cfgData, _, err = s.ReadConfig(config.Digest); err != nil {
 			return err
 		}
+	} else if data, ok := st.AdoptBlob(config, store.MaxConfigSize); !cfgStaged && ok {
+		cfgData, p.fetched = data, true
+		p.small[config.Digest] = data
 	} else if !cfgStaged {
-		rc, err := c.Blob(ctx, repo, config.Digest)
+		rc, err := p.fetcher()
 		if err != nil {
 			return err
 		}
-		cfgData, err = io.ReadAll(io.LimitReader(rc, store.MaxConfigSize+1))
-		rc.Close()
+		body := rc.blob(ctx, config.Digest, config.Size)
+		cfgData, err = io.ReadAll(io.LimitReader(body, store.MaxConfigSize+1))
+		body.Close()
 		if err != nil {
 			return err
 		}
@@ -244,7 +257,8 @@ func (p *imagePuller) image(ctx context.Context, mdigest digest.Digest, config o
 	// The layers, each once.
 	type job struct {
 		desc ocispec.Descriptor
-		at   []int // where in the manifest
+		at   []int             // where in the manifest
+		kept *layerindex.Index // the index of the blob an earlier pull kept, adopted
 	}
 	var jobs []*job
 	byDigest := map[digest.Digest]*job{}
@@ -275,6 +289,7 @@ func (p *imagePuller) image(ctx context.Context, mdigest digest.Digest, config o
 		} else if _, ok := staged(j); !ok {
 			p.fetched = true
 			say(short(j.desc.Digest), "Pulling fs layer")
+			j.kept, _ = st.AdoptLayer(j.desc)
 		}
 	}
 	checkDiff := func(j *job, got digest.Digest) error {
@@ -308,21 +323,35 @@ func (p *imagePuller) image(ctx context.Context, mdigest digest.Digest, config o
 		}
 		errMu.Unlock()
 	}
+	// A failure here goes through fail too, and the loop stops: the downloads started must
+	// end (wg.Wait) before the staging closes.
 	for _, j := range jobs {
 		if d, ok := staged(j); ok {
 			if err := checkDiff(j, d); err != nil {
-				return err
+				fail(err)
+				break
 			}
 			continue
 		}
 		if s.HasBlob(j.desc.Digest) {
 			ix, err := s.LayerIndex(ocispec.Descriptor{MediaType: j.desc.MediaType, Digest: j.desc.Digest, Size: j.desc.Size})
+			if err == nil {
+				err = checkDiff(j, ix.DiffID)
+			}
 			if err != nil {
-				return err
+				fail(err)
+				break
 			}
-			if err := checkDiff(j, ix.DiffID); err != nil {
-				return err
+			continue
+		}
+		id := short(j.desc.Digest)
+		if j.kept != nil {
+			say(id, "Download complete")
+			if err := checkDiff(j, j.kept.DiffID); err != nil {
+				fail(err)
+				break
 			}
+			say(id, "Pull complete")
 			continue
 		}
 		wg.Add(1)
@@ -330,27 +359,43 @@ func (p *imagePuller) image(ctx context.Context, mdigest digest.Digest, config o
 			defer wg.Done()
 			select {
 			case sem <- struct{}{}:
-			case <-ctx.Done():
-				return
+			default:
+				say(id, "Waiting")
+				select {
+				case sem <- struct{}{}:
+				case <-ctx.Done():
+					return
+				}
 			}
 			defer func() { <-sem }()
-			rc, err := c.Blob(ctx, repo, j.desc.Digest)
+			rc, err := p.fetcher()
 			if err != nil {
 				fail(err)
 				return
 			}
-			defer rc.Close()
-			ix, err := st.Layer(rc, j.desc)
+			body := &progressReader{r: rc.blob(ctx, j.desc.Digest, j.desc.Size),
+				first: func() { say(id, "Downloading") },
+				last:  func() { say(id, "Verifying Checksum") },
+			}
+			if p.opts.Progress != nil {
+				body.progress = func(n int64) { p.opts.Progress(id, n, j.desc.Size) }
+			}
+			defer body.Close()
+			ix, err := st.Layer(body, j.desc)
+			if body.err != nil {
+				fail(body.err) // the registry's fault, said in its words
+				return
+			}
 			if err != nil {
 				fail(fmt.Errorf("%s: %w", where(j.desc.Digest), err))
 				return
 			}
-			say(short(j.desc.Digest), "Download complete")
+			say(id, "Download complete")
 			if err := checkDiff(j, ix.DiffID); err != nil {
 				fail(err)
 				return
 			}
-			say(short(j.desc.Digest), "Pull complete")
+			say(id, "Pull complete")
 		}()
 	}
 	wg.Wait()
@@ -373,13 +418,14 @@ func (p *imagePuller) putArtifactBlob(ctx context.Context, desc ocispec.Descript
 	if p.s.HasBlob(desc.Digest) || p.other[desc.Digest] {
 		return nil
 	}
-	rc, err := p.c.Blob(ctx, p.repo, desc.Digest)
+	rc, err := p.fetcher()
 	if err != nil {
 		return err
 	}
-	defer rc.Close()
+	body := rc.blob(ctx, desc.Digest, desc.Size)
+	defer body.Close()
 	p.fetched = true
-	if err := p.st.Blob(rc, desc); err != nil {
+	if err := p.st.Blob(body, desc); err != nil {
 		return fmt.Errorf("%s: %w", p.where(desc.Digest), err)
 	}
 	p.other[desc.Digest] = true
@@ -394,3 +440,39 @@ func short(d digest.Digest) string {
 	}
 	return e
 }
+
+// progressStep is about how many bytes of a layer arrive between two Progress calls.
+const progressStep = 64 << 10
+
+// progressReader tells how a blob's transfer goes: first (if set) when its first bytes
+// pass, progress (if set) every progressStep bytes and at the end, last (if set) at the end.
+type progressReader struct {
+	r           io.ReadCloser
+	n, reported int64
+	first, last func()
+	progress    func(n int64)
+	err         error // what reading r failed with, if it did
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	if n > 0 && p.n == 0 && p.first != nil {
+		p.first()
+	}
+	p.n += int64(n)
+	if p.progress != nil && (p.n-p.reported >= progressStep || (err == io.EOF && p.n > p.reported)) {
+		p.reported = p.n
+		p.progress(p.n)
+	}
+	switch {
+	case err == io.EOF:
+		if p.last != nil {
+			p.last()
+		}
+	case err != nil:
+		p.err = err
+	}
+	return n, err
+}
+
+func (p *progressReader) Close() error { return p.r.Close() }

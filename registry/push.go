@@ -407,7 +407,7 @@ func (p *blobPusher) push(ctx context.Context, b blobToPush) error {
 		if !b.layer || p.progress == nil {
 			return f, nil
 		}
-		return &progressReader{ReadCloser: f, id: id, total: b.desc.Size, progress: p.progress}, nil
+		return &progressReader{r: f, progress: func(n int64) { p.progress(id, n, b.desc.Size) }}, nil
 	}
 	if err := p.rc.upload(ctx, loc, d, b.desc.Size, open); err != nil {
 		return err
@@ -415,21 +415,4 @@ func (p *blobPusher) push(ctx context.Context, b blobToPush) error {
 	tell("Pushed")
 	p.locs.add(d, repo)
 	return nil
-}
-
-// progressReader tells progress how many bytes of blob id have been read, of total.
-type progressReader struct {
-	io.ReadCloser
-	id       string
-	n, total int64
-	progress func(id string, current, total int64)
-}
-
-func (r *progressReader) Read(b []byte) (int, error) {
-	n, err := r.ReadCloser.Read(b)
-	if n > 0 {
-		r.n += int64(n)
-		r.progress(r.id, r.n, r.total)
-	}
-	return n, err
 }

@@ -9,10 +9,11 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -36,7 +37,13 @@ type Options struct {
 	Keychain authn.Keychain
 	// UserAgent is sent with every request ("" for go-containerregistry's).
 	UserAgent string
+	// Timeout fails a request that gets no answer, or a body that delivers no byte, for
+	// that long; a transfer that keeps moving never times out. 0 means DefaultTimeout.
+	Timeout time.Duration
 }
+
+// DefaultTimeout is Options.Timeout's default.
+const DefaultTimeout = 30 * time.Second
 
 // Client reaches registries.
 type Client struct {
@@ -63,10 +70,17 @@ func New(opts Options) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.rt = httpsOnly{next: tlsRT, plain: c.plainHTTP}
+	timeout := opts.Timeout
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	c.rt = httpsOnly{next: idleTimeout{next: tlsRT, idle: timeout}, plain: c.plainHTTP}
 	ropts := []remote.Option{
 		remote.WithAuthFromKeychain(kc),
 		remote.WithTransport(c.rt),
+		remote.WithRetryBackoff(retryBackoff),
+		remote.WithRetryPredicate(retryable),
+		remote.WithRetryStatusCodes(retryCodes...),
 	}
 	if opts.UserAgent != "" {
 		ropts = append(ropts, remote.WithUserAgent(opts.UserAgent))
@@ -164,41 +178,13 @@ func (c *Client) Manifest(ctx context.Context, ref name.Reference) ([]byte, dige
 	return d.Manifest, got, string(d.MediaType), nil
 }
 
-// Blob opens blob d of repository repo for reading. The caller verifies what it reads.
-func (c *Client) Blob(ctx context.Context, repo name.Repository, d digest.Digest) (io.ReadCloser, error) {
-	ref := repo.Digest(d.String())
-	l, err := c.puller.Layer(ctx, ref)
-	if err != nil {
-		return nil, describe(err, ref, d)
-	}
-	rc, err := l.Compressed()
-	if err != nil {
-		return nil, describe(err, ref, d)
-	}
-	return &namedReader{rc, ref, d}, nil
-}
-
-// namedReader names the registry and blob in the errors of a blob's body.
-type namedReader struct {
-	io.ReadCloser
-	ref name.Reference
-	d   digest.Digest
-}
-
-func (r *namedReader) Read(b []byte) (int, error) {
-	n, err := r.ReadCloser.Read(b)
-	if err != nil && err != io.EOF {
-		err = describe(err, r.ref, r.d)
-	}
-	return n, err
-}
-
 // repoClient sends requests to one repository of a registry over go-containerregistry's
 // transport, which gets and renews the tokens for its scopes with the Client's keychain,
 // through the Client's httpsOnly transport. Push and pull use it for what remote does not
 // offer as imgfs needs it (a HEAD whose answer is kept, blob uploads that mount from the
 // repositories the store remembers and tell their progress, a blob's bytes unverified by
-// remote because the store verifies them).
+// remote because the store verifies them, resumed with a Range request when the body
+// breaks). Its requests are retried as remote's are.
 type repoClient struct {
 	repo name.Repository
 	hc   *http.Client
@@ -212,7 +198,10 @@ func (c *Client) repoClient(ctx context.Context, repo name.Repository, scope str
 	if err != nil {
 		return nil, describe(err, repo.Tag(""), "")
 	}
-	rt := c.rt
+	// As remote stacks its transports: retries under the user agent, the token transport
+	// on top.
+	rt := transport.NewRetry(c.rt, transport.WithRetryBackoff(retryBackoff),
+		transport.WithRetryPredicate(retryable), transport.WithRetryStatusCodes(retryCodes...))
 	if c.ua != "" {
 		rt = transport.NewUserAgent(rt, c.ua)
 	}
@@ -295,7 +284,20 @@ func describe(err error, ref name.Reference, blob digest.Digest) error {
 		case codes[transport.DeniedErrorCode] || te.StatusCode == 403:
 			return fmt.Errorf("registry %s denied access to repository %s (%s)", reg, repo, what)
 		}
-		return fmt.Errorf("registry %s, repository %s, %s: status %d: %v", reg, repo, what, te.StatusCode, oneLine(te.Error()))
+		// Its text without the request, which the line names already, and without the
+		// status said twice.
+		bare := *te
+		bare.Request = nil
+		status := fmt.Sprintf("%d %s", te.StatusCode, http.StatusText(te.StatusCode))
+		msg := strings.TrimPrefix(strings.TrimPrefix(bare.Error(), "unexpected status code "+status), ": ")
+		if msg != "" {
+			msg = ": " + oneLine(msg)
+		}
+		return fmt.Errorf("registry %s, repository %s, %s: status %s%s", reg, repo, what, status, msg)
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err // its URL says again what the line says
 	}
 	return fmt.Errorf("registry %s, repository %s, %s: %v", reg, repo, what, oneLine(err.Error()))
 }

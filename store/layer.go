@@ -177,10 +177,15 @@ func (s *Store) PutLayerIndex(ix *layerindex.Index) error {
 	if err := s.putLayerIndex(ix); err != nil {
 		return err
 	}
+	s.cacheIndex(ix)
+	return nil
+}
+
+// cacheIndex keeps the stored layer index ix in memory.
+func (s *Store) cacheIndex(ix *layerindex.Index) {
 	s.cacheMu.Lock()
 	s.layers[ix.BlobDigest] = ix
 	s.cacheMu.Unlock()
-	return nil
 }
 
 func (s *Store) putLayerIndex(ix *layerindex.Index) error {

@@ -32,7 +32,7 @@ type Staging struct {
 	release func()
 	mu      sync.Mutex
 	staged  []stagedBlob
-	indexes []*layerindex.Index
+	indexes []*layerindex.Index // of layers whose blob blobs/ has already
 	done    bool
 }
 
@@ -40,6 +40,7 @@ type stagedBlob struct {
 	kept string // in .imgfs/tmp/verified
 	d    digest.Digest
 	n    int64
+	ix   *layerindex.Index // a layer's, kept at kept+".index"; nil for other blobs
 }
 
 // Stage starts a Staging. The caller must Close it.
@@ -110,8 +111,8 @@ func (st *Staging) add(tmp string, desc ocispec.Descriptor, n int64, ix *layerin
 	return st.take(kept, desc.Digest, n, ix)
 }
 
-// take adds the kept blob kept ("": none) and its layer index ix (nil: none) to what
-// Commit places.
+// take adds the kept blob kept ("": blobs/ has it) and its layer index ix (nil: not a
+// layer) to what Commit places.
 func (st *Staging) take(kept string, d digest.Digest, n int64, ix *layerindex.Index) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -119,9 +120,8 @@ func (st *Staging) take(kept string, d digest.Digest, n int64, ix *layerindex.In
 		return errors.New("store: staging already closed")
 	}
 	if kept != "" {
-		st.staged = append(st.staged, stagedBlob{kept, d, n})
-	}
-	if ix != nil {
+		st.staged = append(st.staged, stagedBlob{kept, d, n, ix})
+	} else if ix != nil {
 		st.indexes = append(st.indexes, ix)
 	}
 	return nil
@@ -229,7 +229,15 @@ func (st *Staging) Commit(name reference.Named, target ocispec.Descriptor) error
 		if err != nil {
 			return err
 		}
-		os.Remove(b.kept + ".index") // the index is stored below, from memory
+		if b.ix != nil {
+			// The kept index file goes into place as it is: encoding a big layer's index
+			// again would cost as much as a tenth of its download.
+			if err := placeTemp(b.kept+".index", st.s.layerIndexPath(b.d)); err == nil {
+				st.s.cacheIndex(b.ix)
+			} else if err := st.s.PutLayerIndex(b.ix); err != nil {
+				return err // its kept file was gone (another Staging took it) and no other could be written
+			}
+		}
 	}
 	st.staged = nil
 	for _, ix := range st.indexes {

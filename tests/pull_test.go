@@ -115,7 +115,8 @@ func TestPull(t *testing.T) {
 
 // TestPullWrongDiffID: an image whose config names other diffIDs than its layers have is
 // refused, with one line naming the registry and the layer, and the store is left as it
-// was: index.json the same, nothing in blobs/ or .imgfs/tmp.
+// was: index.json the same, nothing in blobs/, nothing in .imgfs/tmp but the verified
+// blobs it finished, kept for the next pull.
 func TestPullWrongDiffID(t *testing.T) {
 	r := startRegistry(t)
 	tmp := t.TempDir()
@@ -168,19 +169,53 @@ func TestPullWrongDiffID(t *testing.T) {
 	if string(after) != string(before) {
 		t.Errorf("index.json changed by a failed pull:\n%s", after)
 	}
-	for _, d := range []string{"blobs/sha256", ".imgfs/tmp"} {
-		ents, err := os.ReadDir(filepath.Join(pulled, d))
-		if err != nil && !os.IsNotExist(err) {
+	if names := dirNames(t, filepath.Join(pulled, "blobs", "sha256")); len(names) > 0 {
+		t.Errorf("a failed pull left blobs/sha256: %s", strings.Join(names, " "))
+	}
+	// Only the verified blobs it finished are kept in temp, for the next pull.
+	if names := dirNames(t, filepath.Join(pulled, ".imgfs", "tmp")); len(names) > 1 || (len(names) == 1 && names[0] != "verified") {
+		t.Errorf("a failed pull left .imgfs/tmp: %s", strings.Join(names, " "))
+	}
+	checkKept(t, pulled)
+}
+
+// dirNames returns the names in directory dir (none if it does not exist).
+func dirNames(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+// checkKept checks the blobs a failed pull kept in the store at dir (.imgfs/tmp/verified):
+// each hashes to the digest it is named by, beside at most its layer index, and returns
+// their digests.
+func checkKept(t *testing.T, dir string) []digest.Digest {
+	t.Helper()
+	kept := filepath.Join(dir, ".imgfs", "tmp", "verified")
+	var ds []digest.Digest
+	for _, n := range dirNames(t, kept) {
+		if strings.HasSuffix(n, ".index") {
+			continue
+		}
+		alg, enc, _ := strings.Cut(n, "-")
+		d := digest.NewDigestFromEncoded(digest.Algorithm(alg), enc)
+		data, err := os.ReadFile(filepath.Join(kept, n))
+		if err != nil {
 			t.Fatal(err)
 		}
-		if len(ents) > 0 {
-			var names []string
-			for _, e := range ents {
-				names = append(names, e.Name())
-			}
-			t.Errorf("a failed pull left %s: %s", d, strings.Join(names, " "))
+		if d.Validate() != nil || digest.FromBytes(data) != d {
+			t.Errorf("kept blob %s does not hash to its name", n)
 		}
+		ds = append(ds, d)
 	}
+	return ds
 }
 
 // TestPullMultiPlatform: of an image index pushed with skopeo --all, a pull takes the index

@@ -21,10 +21,12 @@ type testRegistry struct {
 	host    string // 127.0.0.1:PORT
 	dir     string // storage root
 	logPath string // its stderr and stdout: the access log among them
+	cfgPath string
 	cmd     *exec.Cmd
 	opts    registryOpts
-	certDir string       // with opts.tls: the test CA as ca.crt, what --cert-dir takes
-	client  *http.Client // trusts the test CA
+	exited  chan struct{} // closed when cmd has exited
+	certDir string        // with opts.tls: the test CA as ca.crt, what --cert-dir takes
+	client  *http.Client  // trusts the test CA
 }
 
 // registryOpts choose what a test registry asks of its clients; the zero value is plain
@@ -122,39 +124,13 @@ storage:
 http:
   addr: %s
 `, r.dir, r.host) + extra
-		cfgPath := filepath.Join(tmp, "config.yml")
-		if err := os.WriteFile(cfgPath, []byte(config), 0o644); err != nil {
+		r.cfgPath = filepath.Join(tmp, "config.yml")
+		if err := os.WriteFile(r.cfgPath, []byte(config), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		logf, err := os.OpenFile(r.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.cmd = exec.Command(bin, "serve", cfgPath)
-		r.cmd.Stdout, r.cmd.Stderr = logf, logf
-		r.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		err = r.cmd.Start()
-		logf.Close()
-		if err != nil {
-			t.Fatalf("starting %s: %v", bin, err)
-		}
-		exited := make(chan struct{})
-		go func() { r.cmd.Wait(); close(exited) }()
-		up := waitFor(10*time.Second, func() bool {
-			select {
-			case <-exited:
-				return true
-			default:
-			}
-			resp, err := r.client.Get(r.url("/v2/"))
-			if err != nil {
-				return false
-			}
-			resp.Body.Close()
-			return resp.StatusCode == http.StatusOK || (opts.user != "" && resp.StatusCode == http.StatusUnauthorized)
-		})
+		up := r.run(t, bin)
 		select {
-		case <-exited:
+		case <-r.exited:
 			lastErr = fmt.Errorf("registry exited at start: %s", r.logTail())
 			continue // maybe the port was taken meanwhile
 		default:
@@ -165,12 +141,46 @@ http:
 		}
 		t.Cleanup(func() {
 			r.stop()
-			<-exited
+			<-r.exited // the last one run
 		})
 		return r
 	}
 	t.Fatal(lastErr)
 	return nil
+}
+
+// run starts the registry binary bin with r's config, its output appended to r's log, and
+// reports whether it answers within 10 s (or exited, which r.exited then says).
+func (r *testRegistry) run(t *testing.T, bin string) bool {
+	t.Helper()
+	logf, err := os.OpenFile(r.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "serve", r.cfgPath)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	err = cmd.Start()
+	logf.Close()
+	if err != nil {
+		t.Fatalf("starting %s: %v", bin, err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	r.cmd, r.exited = cmd, exited
+	return waitFor(10*time.Second, func() bool {
+		select {
+		case <-exited:
+			return true
+		default:
+		}
+		resp, err := r.client.Get(r.url("/v2/"))
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK || (r.opts.user != "" && resp.StatusCode == http.StatusUnauthorized)
+	})
 }
 
 // stop kills the registry by its PID.

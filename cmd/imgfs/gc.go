@@ -14,7 +14,8 @@ func newGCCmd(g *globals) *cobra.Command {
 		Use:   "gc",
 		Short: "Delete the blobs no image needs",
 		Long: `Delete the blobs no name or image ID in the store reaches any more (after imgfs rm), their
-layer indexes, and leftovers of interrupted imports. It waits for the imports running in
+layer indexes, the blobs failed pulls kept for the next, and leftovers of interrupted
+imports. It waits for the imports running in
 the store to finish, and says so when that takes more than a second.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

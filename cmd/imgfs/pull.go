@@ -28,6 +28,11 @@ Of a multi-platform image (an image index), the manifest for this machine's plat
 --platform's) is pulled; --all-platforms pulls every manifest of the index, with their
 configs and layers, each layer once: what imgfs push needs to push the image whole.
 
+A download that breaks resumes where it broke; 5xx answers and resets are tried again a few
+times. A registry that sends nothing for --timeout fails the pull. A failed or killed pull
+leaves index.json and blobs/ as they were and keeps the blobs it finished, verified, for
+the same pull run again; imgfs gc removes them.
+
 Layer progress goes to stderr: on a terminal a line per layer kept in place, with a bar
 while its bytes move, as docker shows it; elsewhere a line each time a layer's word
 changes. The digest and status go to stdout; --quiet prints nothing.`,

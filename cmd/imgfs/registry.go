@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/imgfs/imgfs/registry"
 	"github.com/imgfs/imgfs/store"
@@ -17,12 +19,15 @@ type registryFlags struct {
 	quiet    bool
 	insecure []string
 	certDir  string
+	timeout  time.Duration
 }
 
 func (f *registryFlags) add(cmd *cobra.Command) {
 	cmd.Flags().BoolVarP(&f.quiet, "quiet", "q", false, "print nothing")
 	cmd.Flags().StringSliceVar(&f.insecure, "insecure-registry", nil, "let registry HOST[:PORT] be reached over plain HTTP when it has no HTTPS (repeatable)")
 	cmd.Flags().StringVar(&f.certDir, "cert-dir", "", "TLS files for the registry: *.crt CAs to trust, *.cert and *.key a client certificate (default /etc/docker/certs.d/HOST[:PORT], /etc/containers/certs.d/HOST[:PORT])")
+	cmd.Flags().DurationVar(&f.timeout, "timeout", registry.DefaultTimeout,
+		"fail when the registry sends nothing for this long (a transfer that keeps moving never times out)")
 }
 
 // open opens the store and a registry client, and returns a context that an interrupt or
@@ -31,7 +36,10 @@ func (f *registryFlags) open(g *globals) (s *store.Store, c *registry.Client, ct
 	if s, err = g.open(); err != nil {
 		return nil, nil, nil, nil, err
 	}
-	if c, err = registry.New(registry.Options{Insecure: f.insecure, CertDir: f.certDir, UserAgent: "imgfs/" + version}); err != nil {
+	if f.timeout <= 0 {
+		return nil, nil, nil, nil, usageError{fmt.Errorf("--timeout %s: must be more than 0", f.timeout)}
+	}
+	if c, err = registry.New(registry.Options{Insecure: f.insecure, CertDir: f.certDir, UserAgent: "imgfs/" + version, Timeout: f.timeout}); err != nil {
 		return nil, nil, nil, nil, err
 	}
 	ctx, stop = signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
