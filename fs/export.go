@@ -97,9 +97,8 @@ func (n *exportNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, u
 // gives them back to the cache.
 func (n *exportNode) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	n.fs.opts.ReadAhead.Lower() // the file reading has its read-ahead
-	bufs, release, err := n.a.ReadPinned(dest, off)
-	if err != nil && !errors.Is(err, io.EOF) {
-		release()
+	res, err := readLent(n.a, dest, off)
+	if err != nil {
 		var layer digest.Digest
 		if le := (*export.LayerError)(nil); errors.As(err, &le) {
 			layer = le.Layer
@@ -107,7 +106,18 @@ func (n *exportNode) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, 
 		n.fs.readFailed(layer, "reading export", "path", n.path, "offset", off, "err", err)
 		return nil, syscall.EIO
 	}
-	return &lentResult{bufs: bufs, release: release}, 0
+	return res, 0
+}
+
+// readLent reads len(dest) bytes at off from p (fewer at its end), answering with the
+// slices p lends, given back when go-fuse is done with them.
+func readLent(p export.Pinner, dest []byte, off int64) (fuse.ReadResult, error) {
+	bufs, release, err := p.ReadPinned(dest, off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		release()
+		return nil, err
+	}
+	return &lentResult{bufs: bufs, release: release}, nil
 }
 
 // lentResult is a read reply made of borrowed slices. go-fuse sends a result that has a

@@ -66,12 +66,11 @@ func (n *layerTarNode) Read(ctx context.Context, fh gofs.FileHandle, dest []byte
 		return fail(err)
 	}
 	if p, ok := r.(export.Pinner); ok {
-		bufs, release, err := p.ReadPinned(dest, off)
-		if err != nil && !errors.Is(err, io.EOF) {
-			release()
+		res, err := readLent(p, dest, off)
+		if err != nil {
 			return fail(err)
 		}
-		return &lentResult{bufs: bufs, release: release}, 0
+		return res, 0
 	}
 	got, err := r.ReadAt(dest, off)
 	if err != nil && !(errors.Is(err, io.EOF) && got == len(dest)) {

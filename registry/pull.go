@@ -161,12 +161,7 @@ func (p *imagePuller) manifest(ctx context.Context, raw []byte, desc ocispec.Des
 	if depth > 4 {
 		return fmt.Errorf("%s: image index %s: nested too deep", p.ref, desc.Digest)
 	}
-	var shape struct {
-		MediaType string               `json:"mediaType"`
-		Manifests []ocispec.Descriptor `json:"manifests"`
-		Config    ocispec.Descriptor   `json:"config"`
-		Layers    []ocispec.Descriptor `json:"layers"`
-	}
+	var shape manifestShape
 	if err := json.Unmarshal(raw, &shape); err != nil {
 		return fmt.Errorf("%s: manifest %s: %v", p.ref, desc.Digest, err)
 	}
@@ -176,7 +171,7 @@ func (p *imagePuller) manifest(ctx context.Context, raw []byte, desc ocispec.Des
 	if err := p.putSmall(raw, desc); err != nil {
 		return err
 	}
-	if shape.Manifests == nil || shape.Config.Digest != "" {
+	if !shape.isIndex() {
 		return p.image(ctx, desc.Digest, shape.Config, shape.Layers)
 	}
 	children := shape.Manifests
@@ -431,6 +426,17 @@ func (p *imagePuller) putArtifactBlob(ctx context.Context, desc ocispec.Descript
 	p.other[desc.Digest] = true
 	return nil
 }
+
+// manifestShape is what push and pull read of a manifest or image index: a manifest has
+// a config, an image index manifests and no config.
+type manifestShape struct {
+	MediaType string               `json:"mediaType"`
+	Manifests []ocispec.Descriptor `json:"manifests"`
+	Config    ocispec.Descriptor   `json:"config"`
+	Layers    []ocispec.Descriptor `json:"layers"`
+}
+
+func (m *manifestShape) isIndex() bool { return m.Manifests != nil && m.Config.Digest == "" }
 
 // short is docker's short form of a layer digest: 12 hex digits.
 func short(d digest.Digest) string {

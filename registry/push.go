@@ -210,16 +210,11 @@ func planPush(s *store.Store, target ocispec.Descriptor) ([]storedManifest, erro
 		if err != nil {
 			return err
 		}
-		var shape struct {
-			MediaType string               `json:"mediaType"`
-			Manifests []ocispec.Descriptor `json:"manifests"`
-			Config    ocispec.Descriptor   `json:"config"`
-			Layers    []ocispec.Descriptor `json:"layers"`
-		}
+		var shape manifestShape
 		if err := json.Unmarshal(raw, &shape); err != nil {
 			return fmt.Errorf("manifest %s: %v", desc.Digest, err)
 		}
-		index := shape.Manifests != nil && shape.Config.Digest == ""
+		index := shape.isIndex()
 		m := storedManifest{desc: desc, raw: raw, config: shape.Config, layers: shape.Layers}
 		if shape.MediaType != "" {
 			m.desc.MediaType = shape.MediaType
