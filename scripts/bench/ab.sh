@@ -1,4 +1,4 @@
-# shellcheck shell=bash disable=SC2034 # ab, sides, base_rev: read by the scripts that source this
+# shellcheck shell=bash disable=SC2034,SC2154 # SC2154: bin, mnt, daemon are the sourcing script's; ab, sides, base_rev: read by the scripts that source this
 # Sourced by walk.sh, export.sh and diff.sh (from the repository's root, $work set): rounds,
 # medians, the A/B mode that times another commit's imgfs in the same run, and fixtures.
 #   ROUNDS=N    timed runs of every figure (default 3); the median is the middle one (the mean
@@ -75,3 +75,24 @@ ab_line() {
   mb=$(med $2) mn=$(med $3)
   echo "$1 base: $2 s (median $mb${4:-})   new: $3 s (median $mn${5:-})   new/base: $(ratio "$mn" "$mb")x"
 }
+
+# ab_mounts sets up the per-side mounts of a script with the arrays bin, mnt and daemon
+# (by side): umnt SIDE unmounts SIDE's mount and waits for its daemon to exit, so it takes
+# no CPU or memory from the next run; umnt_all does every side's, and runs on exit.
+ab_mounts() {
+  local s
+  for s in "${sides[@]}"; do mkdir -p "${mnt[$s]}"; done
+  trap umnt_all EXIT
+  trap 'exit 130' INT TERM
+  umnt_all
+}
+umnt() {
+  if mountpoint -q "${mnt[$1]}" 2>/dev/null; then
+    "${bin[$1]}" umount "${mnt[$1]}" 2>/dev/null || umount -l "${mnt[$1]}" 2>/dev/null || true
+  fi
+  if [ -n "${daemon[$1]}" ]; then
+    for _ in $(seq 100); do [ -d "/proc/${daemon[$1]}" ] || break; sleep 0.05; done
+    daemon[$1]=
+  fi
+}
+umnt_all() { local s; for s in "${sides[@]}"; do umnt "$s"; done; }

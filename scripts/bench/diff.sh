@@ -35,22 +35,7 @@ fi
 # rootfs SIDE TAG: bench/walk:TAG's rootfs/ on SIDE's mount.
 rootfs() { echo "${mnt[$1]}/bench/walk/$2/rootfs"; }
 
-# umnt SIDE: unmount SIDE's mount, if any, and wait for its daemon to exit so it takes no CPU
-# or memory from the next run.
-umnt() {
-  if mountpoint -q "${mnt[$1]}" 2>/dev/null; then
-    "${bin[$1]}" umount "${mnt[$1]}" 2>/dev/null || umount -l "${mnt[$1]}" 2>/dev/null || true
-  fi
-  if [ -n "${daemon[$1]}" ]; then
-    for _ in $(seq 100); do [ -d "/proc/${daemon[$1]}" ] || break; sleep 0.05; done
-    daemon[$1]=
-  fi
-}
-umnt_all() { local s; for s in "${sides[@]}"; do umnt "$s"; done; }
-trap umnt_all EXIT
-trap 'exit 130' INT TERM
-for s in "${sides[@]}"; do mkdir -p "${mnt[$s]}"; done
-umnt_all
+ab_mounts
 
 walk_image
 
