@@ -307,15 +307,7 @@ func TestPullRegistryKilled(t *testing.T) {
 	if !r.run(t, needRegistry(t)) {
 		t.Fatalf("the registry did not come back on %s: %s", r.host, r.logTail())
 	}
-	res = imgfsWithin(t, f.dir, "pull", "-q", f.ref)
-	if res.code != 0 {
-		t.Fatalf("pull after the registry came back: exit %d\n%s", res.code, res.stderr)
-	}
-	gets := r.blobGets(t)[logged:]
-	if len(gets) != 1 || !strings.Contains(gets[0], big.String()) {
-		t.Errorf("the pull after the restart GOT these blobs, want only the big layer %s:\n%s", big, strings.Join(gets, "\n"))
-	}
-	checkPulled(t, f.dir, f.ref, img)
+	repullGetsOnly(t, r, f, img, logged, "after the registry came back")
 }
 
 // TestPullKilled: imgfs itself killed (SIGKILL) while the big layer downloads, after the
@@ -379,15 +371,7 @@ func TestPullKilled(t *testing.T) {
 		t.Fatalf("the registry did not log the killed pull's GET of the big layer:\n%s", r.logTail())
 	}
 	logged := len(r.blobGets(t))
-	res := imgfsWithin(t, f.dir, "pull", "-q", f.ref)
-	if res.code != 0 {
-		t.Fatalf("pull after the killed one: exit %d\n%s", res.code, res.stderr)
-	}
-	gets := r.blobGets(t)[logged:]
-	if len(gets) != 1 || !strings.Contains(gets[0], big.String()) {
-		t.Errorf("the pull after the killed one GOT these blobs, want only the big layer %s:\n%s", big, strings.Join(gets, "\n"))
-	}
-	checkPulled(t, f.dir, f.ref, img)
+	repullGetsOnly(t, r, f, img, logged, "after the killed one")
 }
 
 // TestPullRegistryStopped: the registry stopped (SIGSTOP) mid-pull, while the big layer
@@ -624,4 +608,20 @@ func TestPullTwiceAtOnce(t *testing.T) {
 	if left := dirNames(t, filepath.Join(f.dir, ".imgfs", "tmp", "verified")); len(left) > 0 {
 		t.Errorf("two pulls at once left %v kept", left)
 	}
+}
+
+// repullGetsOnly runs f's pull again (what says after what) and checks that it succeeds,
+// GETting only the big layer, img.layers[1], of the blobs past the registry's logged first.
+func repullGetsOnly(t *testing.T, r *testRegistry, f *faultPull, img image, logged int, what string) {
+	t.Helper()
+	big := img.layers[1].Digest
+	res := imgfsWithin(t, f.dir, "pull", "-q", f.ref)
+	if res.code != 0 {
+		t.Fatalf("pull %s: exit %d\n%s", what, res.code, res.stderr)
+	}
+	gets := r.blobGets(t)[logged:]
+	if len(gets) != 1 || !strings.Contains(gets[0], big.String()) {
+		t.Errorf("the pull %s GOT these blobs, want only the big layer %s:\n%s", what, big, strings.Join(gets, "\n"))
+	}
+	checkPulled(t, f.dir, f.ref, img)
 }
