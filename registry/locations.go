@@ -40,6 +40,12 @@ func loadLocations(s *store.Store) *blobLocations {
 	return &blobLocations{s: s, known: readLocations(s), added: map[digest.Digest][]string{}}
 }
 
+// noLocations is a blobLocations for a command without a store: it knows nothing and
+// keeps nothing.
+func noLocations() *blobLocations {
+	return &blobLocations{known: map[digest.Digest][]string{}, added: map[digest.Digest][]string{}}
+}
+
 func readLocations(s *store.Store) map[digest.Digest][]string {
 	m := map[digest.Digest][]string{}
 	data, err := s.ReadStateFile(locationsFile, maxLocationsFile)
@@ -90,6 +96,21 @@ func (l *blobLocations) mountFrom(d digest.Digest, repo name.Repository) []strin
 	return from
 }
 
+// mountSource is the repository of repo's registry to mount blob b from: the latest one
+// it was seen in, else the latest one the blob it is likely beside was seen in; "" for
+// none.
+func (l *blobLocations) mountSource(b blobToPush, repo name.Repository) string {
+	if f := l.mountFrom(b.desc.Digest, repo); len(f) > 0 {
+		return f[0]
+	}
+	if b.near != "" {
+		if f := l.mountFrom(b.near, repo); len(f) > 0 {
+			return f[0]
+		}
+	}
+	return ""
+}
+
 // save writes what this command learnt into the file, merged with the file as it is now
 // (another command may have written it meanwhile), keeping only blobs still in the store
 // so that the file stays as small as the store. Errors are dropped: the file is a hint,
@@ -97,7 +118,7 @@ func (l *blobLocations) mountFrom(d digest.Digest, repo name.Repository) []strin
 func (l *blobLocations) save() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if len(l.added) == 0 {
+	if len(l.added) == 0 || l.s == nil {
 		return
 	}
 	m := readLocations(l.s)

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -51,7 +52,8 @@ type Pushed struct {
 // the registry lacks is mounted from another repository of the registry that it is known
 // to be in (the store remembers where pulls and pushes saw blobs), else uploaded,
 // opts.Concurrency at a time. Manifests go up once their blobs are there, an index's
-// after its manifests.
+// after its manifests. Then each image manifest's layer indexes go up as an artifact
+// whose subject is the manifest (see SharedIndexes), unless the registry lists it already.
 func (c *Client) Push(ctx context.Context, s *store.Store, refStr string, opts PushOptions) ([]Pushed, error) {
 	status := opts.Status
 	if status == nil {
@@ -140,16 +142,39 @@ func (c *Client) Push(ctx context.Context, s *store.Store, refStr string, opts P
 	}
 	blobs = append(blobs, configs...) // docker's order: the layers, then the configs
 
+	// Each image manifest's layer indexes, shared as an artifact that names it.
+	var arts []*indexArtifact
+	artOf := map[digest.Digest]bool{}
+	for _, t := range tags {
+		for _, m := range t.manifests {
+			if m.config.Digest == "" || artOf[m.desc.Digest] {
+				continue
+			}
+			artOf[m.desc.Digest] = true
+			a, err := storeIndexArtifact(s, m)
+			if err != nil {
+				return nil, err
+			}
+			if a != nil {
+				arts = append(arts, a)
+			}
+		}
+	}
+
 	say("", "The push refers to repository ["+named.Name()+"]")
 	locs := loadLocations(s)
 	defer locs.save()
 	// The token must let the push read the repositories it mounts blobs from.
 	var also []string
 	fromSeen := map[string]bool{}
-	for _, b := range blobs {
-		if from := locs.mountFrom(b.desc.Digest, repo); len(from) > 0 && !fromSeen[from[0]] {
-			fromSeen[from[0]] = true
-			also = append(also, repo.Registry.Repo(from[0]).Scope(transport.PullScope))
+	scoped := slices.Clone(blobs)
+	for _, a := range arts {
+		scoped = append(scoped, a.blobs...)
+	}
+	for _, b := range scoped {
+		if from := locs.mountSource(b, repo); from != "" && !fromSeen[from] {
+			fromSeen[from] = true
+			also = append(also, repo.Registry.Repo(from).Scope(transport.PullScope))
 		}
 	}
 	rc, err := c.repoClient(ctx, repo, transport.PushScope, also...)
@@ -177,6 +202,9 @@ func (c *Client) Push(ctx context.Context, s *store.Store, refStr string, opts P
 			}
 			put[m.desc.Digest] = true
 		}
+	}
+	if _, err := pushIndexArtifacts(ctx, p, arts, opts.Concurrency); err != nil {
+		return nil, err
 	}
 	return res, nil
 }
@@ -277,10 +305,13 @@ type rawManifest struct {
 func (m rawManifest) RawManifest() ([]byte, error)        { return m.raw, nil }
 func (m rawManifest) MediaType() (types.MediaType, error) { return m.mt, nil }
 
-// blobToPush is one blob of a push: a layer (its progress is told) or a config.
+// blobToPush is one blob of a push: a layer (its progress is told), a config, or a blob
+// of the layer indexes' artifact.
 type blobToPush struct {
 	desc  ocispec.Descriptor
 	layer bool
+	data  []byte        // its bytes, when it is not a blob of the store (an artifact's)
+	near  digest.Digest // a blob it is likely to be beside (a layer index's layer): where to mount it from when it was not seen itself
 }
 
 // blobPusher sends blobs of the store to a repository.
@@ -380,10 +411,7 @@ func (p *blobPusher) push(ctx context.Context, b blobToPush) error {
 		p.locs.add(d, repo)
 		return nil
 	}
-	from := "" // the latest repository seen with it: the one Push asked a token for
-	if f := p.locs.mountFrom(d, repo); len(f) > 0 {
-		from = f[0]
-	}
+	from := p.locs.mountSource(b, repo) // the one Push asked a token for
 	loc, mounted, err := p.rc.startUpload(ctx, d, from)
 	if err != nil {
 		return err
@@ -395,6 +423,9 @@ func (p *blobPusher) push(ctx context.Context, b blobToPush) error {
 	}
 	tell("Pushing")
 	open := func() (io.ReadCloser, error) {
+		if b.data != nil {
+			return io.NopCloser(bytes.NewReader(b.data)), nil
+		}
 		f, err := p.s.OpenBlob(d)
 		if err != nil {
 			return nil, err

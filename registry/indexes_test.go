@@ -1,0 +1,383 @@
+package registry
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/imgfs/imgfs/layerindex"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// memRegistry is an in-memory registry of one repository (test/app) for the tests of
+// shared indexes: blobs (HEAD, GET, monolithic uploads), manifests by tag or digest, and,
+// with referrersAPI, the OCI 1.1 referrers API (a manifest with a subject is listed under
+// it, and its PUT answered with OCI-Subject). Without it, /referrers/ is 404 as in
+// distribution 2.8. It counts requests by method and path.
+type memRegistry struct {
+	referrersAPI bool
+
+	mu        sync.Mutex
+	blobs     map[digest.Digest][]byte
+	manifests map[string][]byte // by tag and by digest
+	types     map[string]string
+	referrers map[digest.Digest][]ocispec.Descriptor
+	uploads   map[string][]byte
+	requests  []string // "METHOD PATH"
+}
+
+func newMemRegistry(api bool) *memRegistry {
+	return &memRegistry{referrersAPI: api, blobs: map[digest.Digest][]byte{}, manifests: map[string][]byte{},
+		types: map[string]string{}, referrers: map[digest.Digest][]ocispec.Descriptor{}, uploads: map[string][]byte{}}
+}
+
+func (m *memRegistry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.requests = append(m.requests, r.Method+" "+r.URL.Path)
+	const repo = "/v2/test/app/"
+	p := r.URL.Path
+	switch {
+	case p == "/v2/":
+	case strings.HasPrefix(p, repo+"blobs/uploads/"):
+		id := strings.TrimPrefix(p, repo+"blobs/uploads/")
+		switch r.Method {
+		case http.MethodPost:
+			id = fmt.Sprint(len(m.uploads) + 1)
+			m.uploads[id] = nil
+			w.Header().Set("Location", repo+"blobs/uploads/"+id)
+			w.WriteHeader(http.StatusAccepted)
+		case http.MethodPatch:
+			b, _ := io.ReadAll(r.Body)
+			m.uploads[id] = append(m.uploads[id], b...)
+			w.Header().Set("Location", repo+"blobs/uploads/"+id)
+			w.WriteHeader(http.StatusAccepted)
+		case http.MethodPut:
+			d := digest.Digest(r.URL.Query().Get("digest"))
+			if digest.FromBytes(m.uploads[id]) != d {
+				http.Error(w, `{"errors":[{"code":"DIGEST_INVALID"}]}`, http.StatusBadRequest)
+				return
+			}
+			m.blobs[d] = m.uploads[id]
+			w.WriteHeader(http.StatusCreated)
+		}
+	case strings.HasPrefix(p, repo+"blobs/"):
+		b, ok := m.blobs[digest.Digest(strings.TrimPrefix(p, repo+"blobs/"))]
+		if !ok {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusNotFound)
+			io.WriteString(w, `{"errors":[{"code":"BLOB_UNKNOWN"}]}`)
+			return
+		}
+		w.Header().Set("Content-Length", fmt.Sprint(len(b)))
+		if r.Method == http.MethodGet {
+			w.Write(b)
+		}
+	case strings.HasPrefix(p, repo+"manifests/"):
+		ref := strings.TrimPrefix(p, repo+"manifests/")
+		if r.Method == http.MethodPut {
+			raw, _ := io.ReadAll(r.Body)
+			d := digest.FromBytes(raw)
+			m.manifests[ref], m.manifests[d.String()] = raw, raw
+			m.types[ref], m.types[d.String()] = r.Header.Get("Content-Type"), r.Header.Get("Content-Type")
+			var mf ocispec.Manifest
+			if json.Unmarshal(raw, &mf) == nil && mf.Subject != nil && m.referrersAPI {
+				m.referrers[mf.Subject.Digest] = append(m.referrers[mf.Subject.Digest], ocispec.Descriptor{
+					MediaType: mf.MediaType, ArtifactType: mf.ArtifactType, Digest: d, Size: int64(len(raw))})
+				w.Header().Set("OCI-Subject", mf.Subject.Digest.String())
+			}
+			w.WriteHeader(http.StatusCreated)
+			return
+		}
+		raw, ok := m.manifests[ref]
+		if !ok {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusNotFound)
+			io.WriteString(w, `{"errors":[{"code":"MANIFEST_UNKNOWN"}]}`)
+			return
+		}
+		w.Header().Set("Content-Type", m.types[ref])
+		w.Write(raw)
+	case strings.HasPrefix(p, repo+"referrers/") && m.referrersAPI:
+		list := m.referrers[digest.Digest(strings.TrimPrefix(p, repo+"referrers/"))]
+		if list == nil {
+			list = []ocispec.Descriptor{}
+		}
+		ix := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex, Manifests: list}
+		ix.SchemaVersion = 2
+		w.Header().Set("Content-Type", ocispec.MediaTypeImageIndex)
+		json.NewEncoder(w).Encode(ix)
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+// count returns how many requests since the nth had a method and path containing
+// every one of parts, and how many there were in all.
+func (m *memRegistry) count(n int, parts ...string) (match, all int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, r := range m.requests[n:] {
+		ok := true
+		for _, p := range parts {
+			ok = ok && strings.Contains(r, p)
+		}
+		if ok {
+			match++
+		}
+	}
+	return match, len(m.requests) - n
+}
+
+func (m *memRegistry) mark() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.requests)
+}
+
+// testLayer is a gzip tar of files (name, content), its descriptor and index.
+func testLayer(t testing.TB, files ...string) (ocispec.Descriptor, []byte, *layerindex.Index) {
+	t.Helper()
+	var tb bytes.Buffer
+	tw := tar.NewWriter(&tb)
+	for i := 0; i+1 < len(files); i += 2 {
+		tw.WriteHeader(&tar.Header{Name: files[i], Mode: 0o644, Size: int64(len(files[i+1])), Typeflag: tar.TypeReg})
+		io.WriteString(tw, files[i+1])
+	}
+	tw.Close()
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(tb.Bytes())
+	zw.Close()
+	desc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: digest.FromBytes(gz.Bytes()), Size: int64(gz.Len())}
+	ix, err := layerindex.Build(bytes.NewReader(gz.Bytes()), layerindex.BuildOptions{Digest: desc.Digest, MediaType: desc.MediaType})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return desc, gz.Bytes(), ix
+}
+
+// testImage is an image of two layers in a memRegistry: its manifest (pushed), the
+// layers' descriptors and indexes, and the config's diffIDs.
+type testImage struct {
+	desc    ocispec.Descriptor
+	m       ocispec.Manifest
+	diffIDs []digest.Digest
+	indexes map[digest.Digest]*layerindex.Index
+}
+
+func newTestImage(t *testing.T, reg *memRegistry) testImage {
+	t.Helper()
+	img := testImage{indexes: map[digest.Digest]*layerindex.Index{}}
+	for _, files := range [][]string{{"etc/os-release", "ID=test\n", "bin/sh", "#!"}, {"app/main", strings.Repeat("x", 5000)}} {
+		desc, blob, ix := testLayer(t, files...)
+		reg.blobs[desc.Digest] = blob
+		img.m.Layers = append(img.m.Layers, desc)
+		img.diffIDs = append(img.diffIDs, ix.DiffID)
+		img.indexes[desc.Digest] = ix
+	}
+	img.m.SchemaVersion, img.m.MediaType = 2, ocispec.MediaTypeImageManifest
+	img.m.Config = ocispec.Descriptor{MediaType: ocispec.MediaTypeImageConfig, Digest: digest.FromString("{}"), Size: 2}
+	raw, _ := json.Marshal(img.m)
+	img.desc = ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromBytes(raw), Size: int64(len(raw))}
+	reg.manifests["1"], reg.manifests[img.desc.Digest.String()] = raw, raw
+	reg.types["1"], reg.types[img.desc.Digest.String()] = ocispec.MediaTypeImageManifest, ocispec.MediaTypeImageManifest
+	return img
+}
+
+// pushTestArtifact pushes img's indexes (those given) to the registry as imgfs push does.
+func pushTestArtifact(t *testing.T, c *Client, repo name.Repository, img testImage, indexes map[digest.Digest]*layerindex.Index) ([]*indexArtifact, *indexArtifact) {
+	t.Helper()
+	a, err := newIndexArtifact(img.desc, img.m.Layers, indexes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	rc, err := c.repoClient(ctx, repo, transport.PushScope)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &blobPusher{rc: rc, locs: noLocations(), say: func(string, string) {}}
+	sent, err := pushIndexArtifacts(ctx, p, []*indexArtifact{a}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sent, a
+}
+
+// Push sends the artifact through the referrers API where the registry has it, else the
+// fallback tag; SharedIndexes finds it either way and returns indexes equal to those
+// pushed; a second push finds it and sends nothing but the look-up.
+func TestSharedIndexesRoundTrip(t *testing.T) {
+	for _, api := range []bool{true, false} {
+		t.Run(fmt.Sprintf("referrersAPI=%v", api), func(t *testing.T) {
+			reg := newMemRegistry(api)
+			srv := httptest.NewServer(reg)
+			defer srv.Close()
+			c, err := New(Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			repo, err := name.NewRepository(strings.TrimPrefix(srv.URL, "http://")+"/test/app", name.Insecure)
+			if err != nil {
+				t.Fatal(err)
+			}
+			img := newTestImage(t, reg)
+
+			sent, a := pushTestArtifact(t, c, repo, img, img.indexes)
+			if len(sent) != 1 {
+				t.Fatalf("first push sent %d artifacts, want 1", len(sent))
+			}
+			tag := "/manifests/" + fallbackTag(img.desc.Digest)
+			if n, _ := reg.count(0, "PUT", tag); (n == 1) == api {
+				t.Errorf("referrers API %v: %d PUTs of the fallback tag", api, n)
+			}
+			if n, _ := reg.count(0, "PUT", "/manifests/"+a.desc.Digest.String()); n != 1 {
+				t.Errorf("%d PUTs of the artifact by digest, want 1", n)
+			}
+
+			got, err := c.SharedIndexes(context.Background(), repo, img.desc, img.m, img.diffIDs)
+			if err != nil {
+				t.Fatalf("SharedIndexes: %v", err)
+			}
+			if len(got) != 2 {
+				t.Fatalf("SharedIndexes: %d indexes, want 2", len(got))
+			}
+			for d, want := range img.indexes {
+				if !reflect.DeepEqual(got[d], want) {
+					t.Errorf("layer %s: index differs from the one pushed", d)
+				}
+			}
+
+			before := reg.mark()
+			sent, _ = pushTestArtifact(t, c, repo, img, img.indexes)
+			pings, _ := reg.count(before, "GET /v2/") // a new client's ping, and every GET
+			lookups, all := reg.count(before, "GET /v2/test/app/")
+			if all -= pings - lookups; len(sent) != 0 || lookups != all || (api && all != 1) || (!api && all != 2) {
+				t.Errorf("second push: sent %d artifacts, %d requests (%d GETs), want none and only the look-up:\n%s",
+					len(sent), all, lookups, strings.Join(reg.requests[before:], "\n"))
+			}
+		})
+	}
+}
+
+// Indexes that do not name the layer's digest, size and diffID, or are damaged, are
+// refused, each with its reason; the others of the artifact are used.
+func TestSharedIndexesRefused(t *testing.T) {
+	reg := newMemRegistry(false)
+	srv := httptest.NewServer(reg)
+	defer srv.Close()
+	c, err := New(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, _ := name.NewRepository(strings.TrimPrefix(srv.URL, "http://")+"/test/app", name.Insecure)
+	img := newTestImage(t, reg)
+	l0, l1 := img.m.Layers[0].Digest, img.m.Layers[1].Digest
+	ctx := context.Background()
+
+	// Layer 0's index given as layer 1's too.
+	pushTestArtifact(t, c, repo, img, map[digest.Digest]*layerindex.Index{l0: img.indexes[l0], l1: img.indexes[l0]})
+	got, err := c.SharedIndexes(ctx, repo, img.desc, img.m, img.diffIDs)
+	var ref *IndexRefused
+	if !errors.As(err, &ref) || ref.Layer != l1 || !strings.Contains(err.Error(), "it indexes blob "+l0.String()) {
+		t.Errorf("another layer's index: error %v, want layer %s refused as indexing %s", err, l1, l0)
+	}
+	if got[l0] == nil || got[l1] != nil {
+		t.Errorf("another layer's index: got %d indexes, want layer 0's only", len(got))
+	}
+
+	// A changed diffID in the config: both refused.
+	bad := []digest.Digest{digest.FromString("a"), img.diffIDs[1]}
+	got, err = c.SharedIndexes(ctx, repo, img.desc, img.m, bad)
+	if got[l0] != nil || err == nil || !strings.Contains(err.Error(), "it gives diffID "+img.diffIDs[0].String()) {
+		t.Errorf("changed diffID: got %v, error %v", got, err)
+	}
+
+	// Corrupt bytes: an index blob with a byte changed, pushed under its own digest.
+	data, _ := img.indexes[l1].MarshalBinary()
+	data[len(data)/2] ^= 0x40
+	if _, err := checkSharedIndex(data, img.m.Layers[1], img.diffIDs[1]); !errors.Is(err, layerindex.ErrCorruptIndex) {
+		t.Errorf("corrupt index: %v, want ErrCorruptIndex", err)
+	}
+
+	// A size that differs from the manifest's.
+	m := img.m
+	m.Layers = append([]ocispec.Descriptor{}, img.m.Layers...)
+	m.Layers[0].Size++
+	if _, err := checkSharedIndex(mustMarshal(t, img.indexes[l0]), m.Layers[0], img.diffIDs[0]); err == nil || !strings.Contains(err.Error(), "the manifest says") {
+		t.Errorf("another size: %v", err)
+	}
+
+	// An artifact whose subject is another manifest, listed under this one.
+	other := img.desc
+	other.Digest = digest.FromString("other")
+	a, _ := newIndexArtifact(other, img.m.Layers, img.indexes)
+	if _, err := parseIndexArtifact(a.raw, img.desc); err == nil || !strings.Contains(err.Error(), "subject") {
+		t.Errorf("another subject: %v", err)
+	}
+}
+
+func mustMarshal(t *testing.T, ix *layerindex.Index) []byte {
+	t.Helper()
+	b, err := ix.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// FuzzSharedIndexParsing: a referrers list, an artifact manifest and an index blob from a
+// registry never panic, and what is accepted names the layer it was asked for.
+func FuzzSharedIndexParsing(f *testing.F) {
+	desc, _, ix := testLayer(f, "a", "b")
+	data, err := ix.MarshalBinary()
+	if err != nil {
+		f.Fatal(err)
+	}
+	subject := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromString("m"), Size: 1}
+	a, err := newIndexArtifact(subject, []ocispec.Descriptor{desc}, map[digest.Digest]*layerindex.Index{desc.Digest: ix})
+	if err != nil {
+		f.Fatal(err)
+	}
+	li := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{a.desc}}
+	li.SchemaVersion = 2
+	list, _ := json.Marshal(li)
+	f.Add(list, a.raw, data)
+	f.Add([]byte(`{"schemaVersion":2,"manifests":null}`), []byte(`{"schemaVersion":2,"subject":null}`), []byte("imgfsidx"))
+	f.Fuzz(func(t *testing.T, list, artifact, index []byte) {
+		if ix, err := parseReferrers(list); err == nil {
+			for _, d := range ofIndexesType(ix.Manifests) {
+				if d.ArtifactType != IndexesArtifactType || d.Digest.Validate() != nil {
+					t.Fatalf("kept %+v", d)
+				}
+			}
+		}
+		if layers, err := parseIndexArtifact(artifact, subject); err == nil {
+			for _, l := range layers {
+				if l.MediaType != IndexMediaType || digest.Digest(l.Annotations[LayerDigestAnnotation]).Validate() != nil {
+					t.Fatalf("kept %+v", l)
+				}
+			}
+		}
+		if got, err := checkSharedIndex(index, desc, ix.DiffID); err == nil {
+			if got.BlobDigest != desc.Digest || got.BlobSize != desc.Size || got.DiffID != ix.DiffID {
+				t.Fatal("accepted an index of another layer")
+			}
+		}
+	})
+}
