@@ -103,12 +103,17 @@ func newRootCmd() *cobra.Command {
 		},
 	})
 	root.AddCommand(newImportCmd(g), newLsCmd(g), newRmCmd(g), newInspectCmd(g), newGCCmd(g),
-		newMountCmd(g), newUmountCmd(g), newSaveCmd(g), newTagCmd(g), newPullCmd(g), newPushCmd(g), newHistoryCmd(g), newDiffCmd(g))
+		newMountCmd(g), newUmountCmd(g), newSaveCmd(g), newTagCmd(g), newPullCmd(g), newPushCmd(g), newIndexCmd(), newHistoryCmd(g), newDiffCmd(g))
 
 	// Every argument count error is a usage error.
 	for _, c := range root.Commands() {
 		if c.Args != nil {
 			c.Args = usageArgs(c.Args)
+		}
+		for _, sub := range c.Commands() {
+			if sub.Args != nil {
+				sub.Args = usageArgs(sub.Args)
+			}
 		}
 	}
 	return root

@@ -14,7 +14,7 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// registryFlags are the flags pull and push share.
+// registryFlags are the flags pull, push and index push share.
 type registryFlags struct {
 	quiet    bool
 	insecure []string
@@ -36,14 +36,23 @@ func (f *registryFlags) open(g *globals) (s *store.Store, c *registry.Client, ct
 	if s, err = g.open(); err != nil {
 		return nil, nil, nil, nil, err
 	}
-	if f.timeout <= 0 {
-		return nil, nil, nil, nil, usageError{fmt.Errorf("--timeout %s: must be more than 0", f.timeout)}
-	}
-	if c, err = registry.New(registry.Options{Insecure: f.insecure, CertDir: f.certDir, UserAgent: "imgfs/" + version, Timeout: f.timeout}); err != nil {
+	if c, ctx, stop, err = f.client(); err != nil {
 		return nil, nil, nil, nil, err
 	}
-	ctx, stop = signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	return s, c, ctx, stop, nil
+}
+
+// client returns a registry client, for a command that needs no store, and a context that
+// an interrupt or SIGTERM cancels; the caller calls stop.
+func (f *registryFlags) client() (c *registry.Client, ctx context.Context, stop func(), err error) {
+	if f.timeout <= 0 {
+		return nil, nil, nil, usageError{fmt.Errorf("--timeout %s: must be more than 0", f.timeout)}
+	}
+	if c, err = registry.New(registry.Options{Insecure: f.insecure, CertDir: f.certDir, UserAgent: "imgfs/" + version, Timeout: f.timeout}); err != nil {
+		return nil, nil, nil, err
+	}
+	ctx, stop = signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	return c, ctx, stop, nil
 }
 
 // display returns where a pull or push shows its progress: stderr, nil when quiet.
