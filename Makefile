@@ -55,6 +55,7 @@ fuzz:
 	$(GO) test ./layerindex/internal/inflate -run '^$$' -fuzz '^FuzzResume$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./layerindex -run '^$$' -fuzz '^FuzzUnmarshalIndex$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./layerindex -run '^$$' -fuzz '^FuzzBuild$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./registry -run '^$$' -fuzz '^FuzzSharedIndexParsing$$' -fuzztime $(FUZZTIME)
 
 clean:
 	rm -rf bin
