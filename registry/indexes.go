@@ -248,7 +248,7 @@ func (r *repoClient) putManifest(ctx context.Context, ref, mt string, raw []byte
 	if err != nil {
 		return "", err
 	}
-	resp.Body.Close()
+	defer resp.Body.Close() // after CheckError, which reads the registry's reason from it
 	if err := transport.CheckError(resp, http.StatusCreated, http.StatusOK, http.StatusAccepted); err != nil {
 		return "", err
 	}

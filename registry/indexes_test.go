@@ -16,9 +16,11 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/distribution/reference"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/imgfs/imgfs/layerindex"
+	"github.com/imgfs/imgfs/store"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -29,7 +31,8 @@ import (
 // it, and its PUT answered with OCI-Subject). Without it, /referrers/ is 404 as in
 // distribution 2.8. It counts requests by method and path.
 type memRegistry struct {
-	referrersAPI bool
+	referrersAPI    bool
+	refuseArtifacts bool // answer a manifest with a subject 400 MANIFEST_INVALID, as some registries do
 
 	mu        sync.Mutex
 	blobs     map[digest.Digest][]byte
@@ -92,14 +95,20 @@ func (m *memRegistry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPut {
 			raw, _ := io.ReadAll(r.Body)
 			d := digest.FromBytes(raw)
-			m.manifests[ref], m.manifests[d.String()] = raw, raw
-			m.types[ref], m.types[d.String()] = r.Header.Get("Content-Type"), r.Header.Get("Content-Type")
 			var mf ocispec.Manifest
-			if json.Unmarshal(raw, &mf) == nil && mf.Subject != nil && m.referrersAPI {
+			if json.Unmarshal(raw, &mf) == nil && mf.Subject != nil && m.refuseArtifacts {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusBadRequest)
+				io.WriteString(w, `{"errors":[{"code":"MANIFEST_INVALID","message":"manifest invalid"}]}`)
+				return
+			}
+			if mf.Subject != nil && m.referrersAPI {
 				m.referrers[mf.Subject.Digest] = append(m.referrers[mf.Subject.Digest], ocispec.Descriptor{
 					MediaType: mf.MediaType, ArtifactType: mf.ArtifactType, Digest: d, Size: int64(len(raw))})
 				w.Header().Set("OCI-Subject", mf.Subject.Digest.String())
 			}
+			m.manifests[ref], m.manifests[d.String()] = raw, raw
+			m.types[ref], m.types[d.String()] = r.Header.Get("Content-Type"), r.Header.Get("Content-Type")
 			w.WriteHeader(http.StatusCreated)
 			return
 		}
@@ -380,4 +389,77 @@ func FuzzSharedIndexParsing(f *testing.F) {
 			}
 		}
 	})
+}
+
+// Push with a store: the image goes up, then its artifact, through the referrers API; a
+// registry that refuses artifacts still takes the image, and the push warns once why the
+// indexes were not shared instead of failing.
+func TestPushSharesIndexes(t *testing.T) {
+	for _, refuse := range []bool{false, true} {
+		t.Run(fmt.Sprintf("refuseArtifacts=%v", refuse), func(t *testing.T) {
+			reg := newMemRegistry(true)
+			reg.refuseArtifacts = refuse
+			srv := httptest.NewServer(reg)
+			defer srv.Close()
+			s, err := store.Open(t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			desc, blob, ix := testLayer(t, "etc/hostname", "box\n")
+			if _, err := s.WriteLayer(bytes.NewReader(blob), desc); err != nil {
+				t.Fatal(err)
+			}
+			put := func(mt string, v any) ocispec.Descriptor {
+				raw, _ := json.Marshal(v)
+				d, n, err := s.WriteBlob(bytes.NewReader(raw), digest.FromBytes(raw))
+				if err != nil {
+					t.Fatal(err)
+				}
+				return ocispec.Descriptor{MediaType: mt, Digest: d, Size: n}
+			}
+			cfg := put(ocispec.MediaTypeImageConfig, ocispec.Image{Platform: ocispec.Platform{OS: "linux", Architecture: "amd64"},
+				RootFS: ocispec.RootFS{Type: "layers", DiffIDs: []digest.Digest{ix.DiffID}}})
+			m := ocispec.Manifest{MediaType: ocispec.MediaTypeImageManifest, Config: cfg, Layers: []ocispec.Descriptor{desc}}
+			m.SchemaVersion = 2
+			md := put(ocispec.MediaTypeImageManifest, m)
+			ref := strings.TrimPrefix(srv.URL, "http://") + "/test/app:1"
+			named, err := reference.ParseNormalizedNamed(ref)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Tag(named, md); err != nil {
+				t.Fatal(err)
+			}
+			c, err := New(Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var warnings []string
+			res, err := c.Push(context.Background(), s, ref, PushOptions{Warn: func(msg string) { warnings = append(warnings, msg) }})
+			if err != nil || len(res) != 1 || res[0].Digest != md.Digest {
+				t.Fatalf("Push: %v, %+v", err, res)
+			}
+			if _, ok := reg.manifests["1"]; !ok {
+				t.Errorf("the image's manifest did not go up")
+			}
+			listed := len(reg.referrers[md.Digest])
+			if refuse {
+				if len(warnings) != 1 || !strings.Contains(warnings[0], "layer indexes not shared") || !strings.Contains(warnings[0], "manifest invalid") {
+					t.Errorf("warnings %q, want one saying the indexes were not shared and the registry's reason", warnings)
+				}
+				return
+			}
+			if len(warnings) != 0 || listed != 1 {
+				t.Errorf("warnings %q, %d referrers listed; want none and 1", warnings, listed)
+			}
+			if n, _ := reg.count(0, "PUT", "/manifests/"+fallbackTag(md.Digest)); n != 0 {
+				t.Errorf("the fallback tag was written on a registry with the referrers API")
+			}
+			repo, _ := name.NewRepository(strings.TrimPrefix(srv.URL, "http://")+"/test/app", name.Insecure)
+			got, err := c.SharedIndexes(context.Background(), repo, md, m, []digest.Digest{ix.DiffID})
+			if err != nil || !reflect.DeepEqual(got[desc.Digest], ix) {
+				t.Errorf("SharedIndexes after Push: %v; index equal to the store's: %v", err, reflect.DeepEqual(got[desc.Digest], ix))
+			}
+		})
+	}
 }

@@ -32,6 +32,10 @@ type PushOptions struct {
 	// Progress hears how many bytes of a layer (id, its short digest) have gone up, of
 	// total, while it uploads. It may be called from several goroutines at once.
 	Progress func(id string, current, total int64)
+	// Warn hears, once, why the layer indexes were not shared when the images went up
+	// but their indexes did not (a registry that refuses OCI artifacts): the push has
+	// done its job, and a lazy mount builds the indexes itself.
+	Warn func(msg string)
 }
 
 // Pushed is one tag (or digest) a push sent.
@@ -204,7 +208,12 @@ func (c *Client) Push(ctx context.Context, s *store.Store, refStr string, opts P
 		}
 	}
 	if _, err := pushIndexArtifacts(ctx, p, arts, opts.Concurrency); err != nil {
-		return nil, err
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if opts.Warn != nil {
+			opts.Warn("layer indexes not shared: " + err.Error())
+		}
 	}
 	return res, nil
 }

@@ -285,6 +285,12 @@ func TestPushMultiPlatform(t *testing.T) {
 	if c := strings.Count(res.stderr, ": Mounted from test/multi"); c != 2 {
 		t.Errorf("imgfs push stderr: %d layers mounted from test/multi (where the pull saw them), want 2:\n%s", c, res.stderr)
 	}
+	// Each platform's manifest has its layer indexes listed under it (#18).
+	for _, d := range []digest.Digest{mp.host.manifest.Digest, mp.other.Digest} {
+		if refs := r.fallbackReferrers(t, "test/copy", d); len(refs.Manifests) != 1 {
+			t.Errorf("manifest %s: %d artifacts listed under its fallback tag, want 1", d, len(refs.Manifests))
+		}
+	}
 	skopeo := needProgram(t, "skopeo", "skopeo")
 	for _, c := range []struct {
 		ref  string

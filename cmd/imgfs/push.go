@@ -27,7 +27,12 @@ they do not speak HTTPS.
 
 Layer progress goes to stderr: on a terminal a line per layer kept in place, with a bar
 while its bytes move, as docker shows it; elsewhere a line each time a layer's word
-changes. "TAG: digest: sha256:... size: N" goes to stdout; --quiet prints nothing.`,
+changes. "TAG: digest: sha256:... size: N" goes to stdout; --quiet prints nothing.
+
+Each image manifest's layer indexes go up too, as an OCI artifact whose subject is the
+manifest (through the referrers API, else the fallback tag sha256-HEX), unless the registry
+lists the same one already; a lazy mount of the image on another machine then builds no
+index. A registry that refuses them gets a warning line; the push still succeeds.`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			s, c, ctx, stop, err := f.open(g)
@@ -36,11 +41,16 @@ changes. "TAG: digest: sha256:... size: N" goes to stdout; --quiet prints nothin
 			}
 			defer stop()
 			d := f.display(cmd.ErrOrStderr())
-			opts := registry.PushOptions{Status: d.statusFunc(), Progress: d.progressFunc("Pushing")}
+			var warning string
+			opts := registry.PushOptions{Status: d.statusFunc(), Progress: d.progressFunc("Pushing"),
+				Warn: func(msg string) { warning = msg }}
 			res, err := c.Push(ctx, s, args[0], opts)
 			d.Wait() // before any other line: the display has the terminal until then
 			if err != nil {
 				return fmt.Errorf("push %s: %w", args[0], err)
+			}
+			if warning != "" && !f.quiet {
+				reportf(cmd.ErrOrStderr(), "warning: push %s: %s", args[0], warning)
 			}
 			if f.quiet {
 				return nil
