@@ -136,6 +136,15 @@ func fallbackTag(d digest.Digest) string {
 	return string(d.Algorithm()) + "-" + d.Encoded()
 }
 
+// IsFallbackTag says whether tag has the form of a referrers fallback tag (ALG-HEX, as
+// sha256-<64 hex>): a list of artifacts, not an image, for a tree of a repository's tags
+// to leave out.
+func IsFallbackTag(tag string) bool {
+	alg, hex, ok := strings.Cut(tag, "-")
+	d := digest.NewDigestFromEncoded(digest.Algorithm(alg), hex)
+	return ok && d.Algorithm().Available() && d.Validate() == nil
+}
+
 // referrers lists the manifests in the repository that name manifest subject as their
 // subject and have our artifact type: from the referrers API, or (api false) from the
 // fallback tag's image index where the registry has no referrers API. fallback is the

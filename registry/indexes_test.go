@@ -463,3 +463,15 @@ func TestPushSharesIndexes(t *testing.T) {
 		})
 	}
 }
+
+func TestIsFallbackTag(t *testing.T) {
+	d := digest.FromString("x")
+	for tag, want := range map[string]bool{
+		fallbackTag(d): true, "sha256-" + d.Encoded()[:63]: false, "latest": false, "sha256-": false,
+		"sha256-" + strings.ToUpper(d.Encoded()): false, "1.0-" + d.Encoded(): false,
+	} {
+		if got := IsFallbackTag(tag); got != want {
+			t.Errorf("IsFallbackTag(%q) = %v, want %v", tag, got, want)
+		}
+	}
+}
