@@ -10,9 +10,12 @@ import (
 	"net/http"
 	"path/filepath"
 	"reflect"
+	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/distribution/reference"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/imgfs/imgfs/layerindex"
 	"github.com/imgfs/imgfs/registry"
@@ -284,5 +287,61 @@ func TestSharedIndexesForged(t *testing.T) {
 				t.Errorf("error %v, want layer %s of artifact %s refused: %s", err, l1, ad, c.reason)
 			}
 		})
+	}
+}
+
+// TestIndexPushFailures: imgfs index push of an image whose config gives a layer another
+// diffID, or of a tag that is not there, fails in one line naming the registry and what is
+// wrong, exit 1, and pushes nothing.
+func TestIndexPushFailures(t *testing.T) {
+	r := startRegistry(t)
+	orig := filepath.Join(t.TempDir(), "orig")
+	s, img := origImage(t, orig, "")
+	diffIDs := slices.Clone(img.diffIDs)
+	diffIDs[1] = digest.FromString("not the layer")
+	created := mtime
+	cd, err := putJSON(s, ocispec.MediaTypeImageConfig, ocispec.Image{
+		Created:  &created,
+		Platform: ocispec.Platform{OS: "linux", Architecture: runtime.GOARCH},
+		RootFS:   ocispec.RootFS{Type: "layers", DiffIDs: diffIDs},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := ocispec.Manifest{MediaType: ocispec.MediaTypeImageManifest, Config: cd, Layers: img.layers}
+	m.SchemaVersion = 2
+	md, err := putJSON(s, ocispec.MediaTypeImageManifest, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := reference.ParseNormalizedNamed("test/bad:x")
+	if err := s.Tag(n, md); err != nil {
+		t.Fatal(err)
+	}
+	r.skopeoPush(t, orig, "x", "test/bad:x")
+
+	for _, c := range []struct {
+		ref  string
+		want []string // in the one line
+	}{
+		{r.host + "/test/bad:x", []string{r.host, img.layers[1].Digest.String(), "diffID"}},
+		{r.host + "/test/bad:nothing", []string{r.host, "tag nothing not found"}},
+	} {
+		before := len(r.accessLog(t))
+		res := imgfs(t, orig, "index", "push", c.ref)
+		lines := strings.Split(strings.TrimSpace(res.stderr), "\n")
+		last := lines[len(lines)-1]
+		ok := res.code == 1 && strings.HasPrefix(last, "imgfs: index push "+c.ref+": ")
+		for _, w := range c.want {
+			ok = ok && strings.Contains(last, w)
+		}
+		if !ok {
+			t.Errorf("imgfs index push %s: exit %d, stderr:\n%s\nwant exit 1 and a last line naming %q", c.ref, res.code, res.stderr, c.want)
+		}
+		for _, l := range r.accessLog(t)[before:] {
+			if strings.Contains(l, `"PUT `) || strings.Contains(l, `"POST `) {
+				t.Errorf("a failed index push sent: %s", l)
+			}
+		}
 	}
 }
