@@ -71,7 +71,9 @@ storage:
 http:
   addr: 127.0.0.1:0
 EOF
-  docker-registry serve "$1/config.yml" >"$1/registry.log" 2>&1 &
+  # The log exists before the registry's shell opens it, for the sed below (set -e).
+  : >"$1/registry.log"
+  docker-registry serve "$1/config.yml" >>"$1/registry.log" 2>&1 &
   reg_pid=$! reg_host=
   pids+=("$reg_pid")
   for _ in $(seq 200); do
