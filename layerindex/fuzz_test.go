@@ -1,8 +1,10 @@
 package layerindex
 
 import (
+	"archive/tar"
 	"bytes"
 	"io"
+	"strings"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
@@ -37,6 +39,39 @@ func FuzzBuild(f *testing.F) {
 			if e.Offset < 0 || e.Offset > ix.Size {
 				t.Fatalf("entry %q at offset %d outside the stream", e.Name, e.Offset)
 			}
+		}
+	})
+}
+
+// FuzzCheckHeader: CheckHeader never panics, whatever the stream and the entry, and passes
+// only an entry whose data starts on a block boundary after a header.
+func FuzzCheckHeader(f *testing.F) {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	long := strings.Repeat("long-name/", 30) + "file"
+	for _, h := range []*tar.Header{
+		{Name: "file", Size: 5},
+		{Name: long, Size: 5, Format: tar.FormatPAX},
+		{Name: long, Size: 5, Format: tar.FormatGNU},
+		{Name: "grüße", Size: 5, Format: tar.FormatPAX},
+	} {
+		h.Typeflag, h.Mode = tar.TypeReg, 0o644
+		tw.WriteHeader(h)
+		tw.Write([]byte("data\n"))
+	}
+	tw.Close()
+	ix, err := Build(bytes.NewReader(buf.Bytes()), BuildOptions{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, e := range ix.TOC.All() {
+		f.Add(buf.Bytes(), e.Name, e.Type, e.Size, e.Offset)
+	}
+	f.Add([]byte{}, "", byte(0), int64(0), int64(0))
+	f.Fuzz(func(t *testing.T, stream []byte, name string, typ byte, size, off int64) {
+		e := &Entry{Name: name, Type: typ, Size: size, Offset: off}
+		if CheckHeader(bytes.NewReader(stream), e) == nil && (off < blockSize || off%blockSize != 0) {
+			t.Fatalf("entry at offset %d passes", off)
 		}
 	})
 }

@@ -12,11 +12,12 @@ command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 # dependencies (conmon, crun/runc, containerd, tini) are enough, the recommends are not needed.
 # openssl makes the test registry's CA and certificate, htpasswd its bcrypt password file.
 # script (util-linux's, in bsdutils) runs imgfs on a pseudo-terminal.
+# bsdtar (libarchive) writes tars the way libarchive cuts long names, for the header checks.
 declare -A need=(
   [tar]=tar [gzip]=gzip [pigz]=pigz [zstd]=zstd [skopeo]=skopeo
   [fusermount3]=fuse3 [getfattr]=attr [findmnt]=util-linux [umoci]=umoci
   [podman]=podman [dockerd]=docker.io [docker-registry]=docker-registry
-  [openssl]=openssl [htpasswd]=apache2-utils [script]=bsdutils
+  [openssl]=openssl [htpasswd]=apache2-utils [script]=bsdutils [bsdtar]=libarchive-tools
 )
 [ "${1:-}" = build ] && need=()
 for cmd in "${!need[@]}"; do
