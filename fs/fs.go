@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -79,6 +80,21 @@ type FS struct {
 	failed   map[digest.Digest]bool // layers whose read failure was logged
 
 	raw rawTrees // the trees the kernel holds by rawFS's node IDs
+
+	// headers holds, for each layer's TOC (*layerindex.TOC), a bit per entry: set once a
+	// read found the entry's tar header where the index says (tnode.checkHeader). Keyed by
+	// TOC, not by tree, so rootfs/ and layers/N/ of every image sharing the layer check an
+	// entry once.
+	headers sync.Map
+}
+
+// checkedEntries returns the bits of toc's entries whose headers were checked.
+func (f *FS) checkedEntries(toc *layerindex.TOC) []atomic.Uint64 {
+	if b, ok := f.headers.Load(toc); ok {
+		return b.([]atomic.Uint64)
+	}
+	b, _ := f.headers.LoadOrStore(toc, make([]atomic.Uint64, (toc.Len()+63)/64))
+	return b.([]atomic.Uint64)
 }
 
 // New returns the filesystem of the images in s.

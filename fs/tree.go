@@ -192,6 +192,9 @@ func (n tnode) read(dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	}
 	want := min(int64(len(dest)), e.Size-off)
 	r, err := n.r.im.layer(layer)
+	if err == nil {
+		err = n.checkHeader(r, &e)
+	}
 	if err != nil {
 		n.readError(layer, err)
 		return nil, syscall.EIO
@@ -202,6 +205,25 @@ func (n tnode) read(dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 		return nil, syscall.EIO
 	}
 	return fuse.ReadResultData(dest[:got]), 0
+}
+
+// checkHeader checks, at the first read of n's entry in this mount, that the layer's
+// stream r holds the entry's own tar header right before the data the index points at
+// (layerindex.CheckHeader): an index, perhaps stale or forged, cannot make a file serve
+// another file's bytes. Only success is remembered, so a header that could not be read
+// (a span failing its checksum, a registry gone) is read again by the next read.
+func (n tnode) checkHeader(r io.ReaderAt, e *layerindex.Entry) error {
+	toc, i := n.r.t.Source(n.n)
+	checked := n.r.im.fs.checkedEntries(toc)
+	word, bit := &checked[i/64], uint64(1)<<(i%64)
+	if word.Load()&bit != 0 {
+		return nil
+	}
+	if err := layerindex.CheckHeader(r, e); err != nil {
+		return err
+	}
+	word.Or(bit)
+	return nil
 }
 
 func (n tnode) readError(layer int, err error) {

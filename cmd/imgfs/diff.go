@@ -114,6 +114,13 @@ func diffImages(s *store.Store, oldLayers, newLayers []ocispec.Descriptor) ([]ov
 		if err != nil {
 			return false, err
 		}
+		// As a mount reads a file: only from where its own tar header says it is.
+		if err := layerindex.CheckHeader(a, &o); err != nil {
+			return false, fmt.Errorf("layer %s: %w", oldLayers[ol].Digest, err)
+		}
+		if err := layerindex.CheckHeader(b, &n); err != nil {
+			return false, fmt.Errorf("layer %s: %w", newLayers[nl].Digest, err)
+		}
 		return sameBytes(io.NewSectionReader(a, o.Offset, o.Size), io.NewSectionReader(b, n.Offset, n.Size))
 	}
 	changes, err := overlay.Diff(old, new, same)

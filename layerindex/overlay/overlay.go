@@ -158,6 +158,17 @@ func (t *Tree) Entry(n Node) (layer int, e layerindex.Entry) {
 	return int(nd.layer), t.layers[nd.layer].TOC.At(int(nd.entry))
 }
 
+// Source returns where the entry n shows (see Entry) is: its layer's TOC and its position
+// in it, for what is kept per entry of a layer (whether its tar header was checked); nil
+// and -1 for a directory without an entry.
+func (t *Tree) Source(n Node) (*layerindex.TOC, int) {
+	nd := &t.nodes[n]
+	if nd.layer < 0 {
+		return nil, -1
+	}
+	return t.layers[nd.layer].TOC, int(nd.entry)
+}
+
 // Inode returns the node whose identity n shares: for the members of a hard-link group,
 // the link target if it is still in the tree (else the group's first node); else n itself.
 func (t *Tree) Inode(n Node) Node { return t.nodes[n].inode }

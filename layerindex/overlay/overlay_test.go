@@ -97,6 +97,10 @@ func checkTree(t *testing.T, tr *Tree, raw bool) {
 		if l < 0 && (e.Type != tar.TypeDir || e.Mode != 0o755 || e.UID != 0 || e.GID != 0 || e.ModTime.Unix() != 0) {
 			t.Errorf("%q: bad synthetic entry %+v", tr.Path(n), e)
 		}
+		if toc, j := tr.Source(n); l < 0 && (toc != nil || j != -1) ||
+			l >= 0 && (toc != tr.layers[l].TOC || j < 0 || j >= toc.Len() || !reflect.DeepEqual(toc.At(j), e)) {
+			t.Errorf("%q: Source gives entry %d of %p, not the entry shown", tr.Path(n), j, toc)
+		}
 		if n != Root {
 			name := tr.Name(n)
 			if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") || !raw && strings.HasPrefix(name, ".wh.") {
