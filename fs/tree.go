@@ -219,7 +219,7 @@ func (n tnode) checkHeader(r io.ReaderAt, e *layerindex.Entry) error {
 	if word.Load()&bit != 0 {
 		return nil
 	}
-	if err := layerindex.CheckHeader(r, e); err != nil {
+	if err := layerindex.CheckHeader(r, *e); err != nil {
 		return err
 	}
 	word.Or(bit)

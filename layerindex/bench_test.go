@@ -63,3 +63,48 @@ func BenchmarkPlainRead(b *testing.B) {
 		b.Run(fmt.Sprintf("blob-%dk", size>>10), func(b *testing.B) { run(b, bytes.NewReader(data)) })
 	}
 }
+
+// BenchmarkCheckHeader checks every entry of a layer once per iteration, as a full walk of
+// a mount does, through a Reader over the plain and the gzip layer (spans cached: the
+// walk's data reads decode them anyway); the baseline is the walk's first read of each
+// file (up to 128 KiB, FUSE's read size) through the same Reader in the same run.
+func BenchmarkCheckHeader(b *testing.B) {
+	data := goTar(b)
+	for _, layer := range []struct {
+		name string
+		blob []byte
+	}{{"plain", data}, {"gzip", gzipLevel(b, data, 6)}} {
+		ix := build(b, layer.blob, DefaultSpanSize)
+		r, err := NewReader(bytes.NewReader(layer.blob), ix, NewCache(64<<20))
+		if err != nil {
+			b.Fatal(err)
+		}
+		entries := ix.TOC.Entries()
+		p := make([]byte, 128<<10)
+		b.Run(layer.name+"/check", func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				for j := range entries {
+					if entries[j].Size > 0 {
+						if err := CheckHeader(r, entries[j]); err != nil {
+							b.Fatal(err)
+						}
+					}
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(entries)), "ns/entry")
+		})
+		b.Run(layer.name+"/first-read", func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				for j := range entries {
+					if e := &entries[j]; e.Size > 0 {
+						if _, err := r.ReadAt(p[:min(e.Size, int64(len(p)))], e.Offset); err != nil {
+							b.Fatal(err)
+						}
+					}
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(entries)), "ns/entry")
+		})
+		r.Close()
+	}
+}

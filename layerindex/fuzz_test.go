@@ -69,9 +69,20 @@ func FuzzCheckHeader(f *testing.F) {
 	}
 	f.Add([]byte{}, "", byte(0), int64(0), int64(0))
 	f.Fuzz(func(t *testing.T, stream []byte, name string, typ byte, size, off int64) {
-		e := &Entry{Name: name, Type: typ, Size: size, Offset: off}
+		e := Entry{Name: name, Type: typ, Size: size, Offset: off}
 		if CheckHeader(bytes.NewReader(stream), e) == nil && (off < blockSize || off%blockSize != 0) {
 			t.Fatalf("entry at offset %d passes", off)
+		}
+		// The quick path agrees with archive/tar wherever it decides.
+		if off >= blockSize && off <= int64(len(stream)) {
+			var blk [blockSize]byte
+			copy(blk[:], stream[off-blockSize:off])
+			if ustarMatches(&blk, &e) {
+				h, err := tar.NewReader(bytes.NewReader(blk[:])).Next()
+				if err != nil || h.Name != name || h.Typeflag != typ || h.Size != size {
+					t.Fatalf("ustarMatches passes %q %q %d, archive/tar reads %+v, %v", name, typ, size, h, err)
+				}
+			}
 		}
 	})
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 )
 
 // ErrHeaderMismatch is wrapped by CheckHeader's errors when the tar stream does not hold,
@@ -33,7 +32,8 @@ const maxExtHeader = 2 * (1<<20 + blockSize)
 //
 // Every tar writer puts an entry's ustar header right before its data, and the PAX or GNU
 // headers that extend it (a long or non-ASCII name, a size over 8 GiB) right before that.
-// The headers are read with archive/tar, as Build read them. The ustar header alone decides
+// The headers are read as archive/tar reads them, as Build did (a plain ustar header that
+// names the entry in full without archive/tar's allocations). The ustar header alone decides
 // when it matches; when it holds a name cut to fit, the way each writer cuts one (a
 // prefix: GNU tar, archive/tar; without its non-ASCII bytes: archive/tar's PAX; middle
 // directories dropped: libarchive), or a size that needed a PAX record, the extended
@@ -42,7 +42,8 @@ const maxExtHeader = 2 * (1<<20 + blockSize)
 // It reads one 512-byte block for most entries, a few more for those with extended
 // headers. Errors name the entry and the offset; a stream that does not match wraps
 // ErrHeaderMismatch, one that cannot be read wraps the read's error.
-func CheckHeader(r io.ReaderAt, e *Entry) error {
+func CheckHeader(r io.ReaderAt, entry Entry) error {
+	e := &entry // a copy: the caller's entry does not escape (a mount checks on its read path)
 	mismatch := func(format string, args ...any) error {
 		return fmt.Errorf("tar entry %q (type %q, %d bytes) at uncompressed offset %d: %w: "+format,
 			append([]any{e.Name, e.Type, e.Size, e.Offset, ErrHeaderMismatch}, args...)...)
@@ -54,6 +55,9 @@ func CheckHeader(r io.ReaderAt, e *Entry) error {
 	var blk [blockSize]byte
 	if err := readBlocks(r, blk[:], hdr); err != nil {
 		return fmt.Errorf("tar entry %q at uncompressed offset %d: reading its header: %w", e.Name, e.Offset, err)
+	}
+	if ustarMatches(&blk, e) {
+		return nil
 	}
 	h, err := tar.NewReader(bytes.NewReader(blk[:])).Next()
 	switch {
@@ -75,6 +79,81 @@ func CheckHeader(r io.ReaderAt, e *Entry) error {
 			hdr, h.Name, h.Typeflag, h.Size, e.Name, e.Size)
 	}
 	return nil
+}
+
+// ustarMatches says whether blk is a tar header that names e in full, with e's type and
+// size, read the way archive/tar reads those fields: the common case, decided without
+// archive/tar's allocations (a check is on a file's first read). It is never true where
+// archive/tar would read another name, type or size; it is false wherever it is unsure
+// (a typeflag archive/tar rewrites or that starts an extended header, a base-256 size),
+// and CheckHeader then asks archive/tar.
+func ustarMatches(blk *[blockSize]byte, e *Entry) bool {
+	switch typ := blk[156]; typ {
+	case tar.TypeRegA, tar.TypeXHeader, tar.TypeXGlobalHeader, tar.TypeGNULongName, tar.TypeGNULongLink, tar.TypeGNUSparse:
+		return false
+	default:
+		if typ != e.Type {
+			return false
+		}
+	}
+	if size, ok := parseOctal(blk[124:136]); !ok || size != e.Size {
+		return false
+	}
+	if !validChecksum(blk[:]) {
+		return false
+	}
+	// archive/tar refuses a header with a numeric field it cannot read: so does this.
+	for _, f := range [][2]int{{100, 108}, {108, 116}, {116, 124}, {136, 148}, {329, 337}, {337, 345}} {
+		if _, ok := parseOctal(blk[f[0]:f[1]]); !ok {
+			return false
+		}
+	}
+	// The name field, after a prefix and "/" when the format has a prefix field (the
+	// magic says which) and it is not empty; each ends at its first NUL.
+	name := cString(blk[0:100])
+	var prefix []byte
+	switch magic := string(blk[257:263]); {
+	case magic == "ustar\x00" && string(blk[508:512]) == "tar\x00": // star
+		prefix = cString(blk[345:476])
+	case magic == "ustar\x00":
+		prefix = cString(blk[345:500])
+	case magic == "ustar " && string(blk[263:265]) == " \x00" && (blk[345] != 0 || blk[357] != 0):
+		// GNU, with access or change times, which archive/tar reads as a prefix when they
+		// are not numbers.
+		return false
+	}
+	if len(prefix) == 0 {
+		return string(name) == e.Name
+	}
+	return len(e.Name) == len(prefix)+1+len(name) && e.Name[:len(prefix)] == string(prefix) &&
+		e.Name[len(prefix)] == '/' && e.Name[len(prefix)+1:] == string(name)
+}
+
+// cString is b up to its first NUL.
+func cString(b []byte) []byte {
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		return b[:i]
+	}
+	return b
+}
+
+// validChecksum says whether a header block's checksum field holds the sum of its bytes,
+// unsigned or signed (old writers), the field itself counted as spaces, as archive/tar
+// accepts it.
+func validChecksum(blk []byte) bool {
+	sum, ok := parseOctal(blk[148:156])
+	if !ok {
+		return false
+	}
+	var unsigned, signed int64
+	for i, c := range blk {
+		if 148 <= i && i < 156 {
+			c = ' '
+		}
+		unsigned += int64(c)
+		signed += int64(int8(c))
+	}
+	return sum == unsigned || sum == signed
 }
 
 // extendedMatch looks back from the ustar header at hdr for PAX ('x') or GNU long-name
@@ -132,19 +211,7 @@ func extHeaderSize(blk []byte) (int64, bool) {
 	default:
 		return 0, false
 	}
-	sum, ok := parseOctal(blk[148:156])
-	if !ok {
-		return 0, false
-	}
-	var unsigned, signed int64
-	for i, c := range blk {
-		if 148 <= i && i < 156 {
-			c = ' ' // the checksum field counts as spaces, as tar writes it
-		}
-		unsigned += int64(c)
-		signed += int64(int8(c))
-	}
-	if sum != unsigned && sum != signed {
+	if !validChecksum(blk) {
 		return 0, false
 	}
 	size, ok := parseOctal(blk[124:136])
@@ -154,17 +221,14 @@ func extHeaderSize(blk []byte) (int64, bool) {
 	return size, true
 }
 
-// parseOctal reads a tar numeric field as archive/tar does when it is in octal: digits
-// between spaces and NULs. A base-256 field (high bit set) is refused: no extended
-// header needs one.
+// parseOctal reads a tar numeric field in octal as archive/tar does: digits between
+// spaces and NULs. Anything else (a base-256 field, a NUL among the digits) is refused:
+// no extended header needs it, and archive/tar reads the rest.
 func parseOctal(b []byte) (int64, bool) {
-	s := strings.Trim(string(b), " \x00")
-	if s == "" {
-		return 0, true
-	}
+	b = bytes.Trim(b, " \x00")
 	var n int64
-	for _, c := range []byte(s) {
-		if c < '0' || c > '7' || n > 1<<40 {
+	for _, c := range b {
+		if c < '0' || c > '7' || n > 1<<50 {
 			return 0, false
 		}
 		n = n<<3 | int64(c-'0')

@@ -115,10 +115,10 @@ func diffImages(s *store.Store, oldLayers, newLayers []ocispec.Descriptor) ([]ov
 			return false, err
 		}
 		// As a mount reads a file: only from where its own tar header says it is.
-		if err := layerindex.CheckHeader(a, &o); err != nil {
+		if err := layerindex.CheckHeader(a, o); err != nil {
 			return false, fmt.Errorf("layer %s: %w", oldLayers[ol].Digest, err)
 		}
-		if err := layerindex.CheckHeader(b, &n); err != nil {
+		if err := layerindex.CheckHeader(b, n); err != nil {
 			return false, fmt.Errorf("layer %s: %w", newLayers[nl].Digest, err)
 		}
 		return sameBytes(io.NewSectionReader(a, o.Offset, o.Size), io.NewSectionReader(b, n.Offset, n.Size))
