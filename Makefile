@@ -56,6 +56,7 @@ fuzz:
 	$(GO) test ./layerindex -run '^$$' -fuzz '^FuzzUnmarshalIndex$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./layerindex -run '^$$' -fuzz '^FuzzBuild$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./registry -run '^$$' -fuzz '^FuzzSharedIndexParsing$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./layerindex -run '^$$' -fuzz '^FuzzCheckHeader$$' -fuzztime $(FUZZTIME)
 
 clean:
 	rm -rf bin
