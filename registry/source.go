@@ -1,0 +1,290 @@
+package registry
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/imgfs/imgfs/store"
+	"github.com/imgfs/imgfs/store/chunks"
+	"github.com/opencontainers/go-digest"
+)
+
+// Source is a store.BlobSource over one registry host: a blob is read where it is, with
+// HTTP Range requests (one per run of adjacent chunks the cache lacks), through the chunk
+// cache. It knows the blobs the manifests it was told of name (Saw), each with a
+// repository to ask for it. Opening a blob sends nothing: a read that the cache answers
+// never waits on the registry.
+type Source struct {
+	c     *Client
+	reg   name.Registry
+	cache *chunks.Cache
+	log   *slog.Logger
+
+	mu      sync.Mutex
+	seen    map[digest.Digest]seenBlob
+	clients map[string]*repoClient // by repository
+	bad     map[digest.Digest]error
+	checkMu sync.Mutex // one whole-blob check at a time
+}
+
+// seenBlob is a blob a manifest of the registry named.
+type seenBlob struct {
+	repo string
+	size int64
+}
+
+// NewSource returns the Source of registry host (HOST[:PORT]), caching in cache and
+// logging to log (nil: slog.Default()).
+func (c *Client) NewSource(host string, cache *chunks.Cache, log *slog.Logger) (*Source, error) {
+	var opts []name.Option
+	if c.plainHTTP(host) {
+		opts = append(opts, name.Insecure)
+	}
+	reg, err := name.NewRegistry(host, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("invalid registry %q: %v", host, err)
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Source{c: c, reg: reg, cache: cache, log: log, seen: map[digest.Digest]seenBlob{},
+		clients: map[string]*repoClient{}, bad: map[digest.Digest]error{}}, nil
+}
+
+// Host is the registry's HOST[:PORT].
+func (s *Source) Host() string { return s.reg.RegistryStr() }
+
+// Saw records that repository repo (its path on the registry) has blob d of size bytes.
+func (s *Source) Saw(repo string, d digest.Digest, size int64) {
+	s.mu.Lock()
+	s.seen[d] = seenBlob{repo, size}
+	s.mu.Unlock()
+}
+
+func (s *Source) lookup(d digest.Digest) (seenBlob, error) {
+	s.mu.Lock()
+	b, ok := s.seen[d]
+	s.mu.Unlock()
+	if !ok {
+		return b, fmt.Errorf("registry %s: blob %s: named by no manifest read: %w", s.Host(), d, fs.ErrNotExist)
+	}
+	return b, nil
+}
+
+// Open returns blob d, which a manifest the Source was told of (Saw) names.
+func (s *Source) Open(d digest.Digest) (store.Blob, error) {
+	b, err := s.lookup(d)
+	if err != nil {
+		return nil, err
+	}
+	return &remoteBlob{s: s, d: d, repo: b.repo, size: b.size}, nil
+}
+
+// Stream opens blob d whole, from its start: one GET, resumed where it breaks, for the
+// index build of a layer (which verifies the digest). It bypasses the chunk cache.
+func (s *Source) Stream(d digest.Digest) (io.ReadCloser, error) {
+	b, err := s.lookup(d)
+	if err != nil {
+		return nil, err
+	}
+	rc, err := s.client(b.repo)
+	if err != nil {
+		return nil, err
+	}
+	return rc.blob(context.Background(), d, b.size), nil
+}
+
+// client returns the repoClient of repository repo, made on first use: making one asks
+// the registry (a ping, maybe a token), and a failure is not kept.
+func (s *Source) client(repo string) (*repoClient, error) {
+	s.mu.Lock()
+	rc := s.clients[repo]
+	s.mu.Unlock()
+	if rc != nil {
+		return rc, nil
+	}
+	r := s.reg.Repo(repo)
+	rc, err := s.c.repoClient(context.Background(), r, transport.PullScope)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	s.clients[repo] = rc
+	s.mu.Unlock()
+	return rc, nil
+}
+
+// remoteBlob is a blob of the registry, read through the chunk cache.
+type remoteBlob struct {
+	s    *Source
+	d    digest.Digest
+	repo string
+	size int64
+}
+
+func (b *remoteBlob) Size() int64  { return b.size }
+func (b *remoteBlob) Close() error { return nil }
+
+// chunkLen is the length of chunk i.
+func (b *remoteBlob) chunkLen(i int64) int64 {
+	cs := b.s.cache.ChunkSize()
+	return min(cs, b.size-i*cs)
+}
+
+func (b *remoteBlob) ReadAt(p []byte, off int64) (int, error) {
+	s := b.s
+	s.mu.Lock()
+	bad := s.bad[b.d]
+	s.mu.Unlock()
+	if bad != nil {
+		return 0, bad
+	}
+	if off < 0 {
+		return 0, fmt.Errorf("registry %s, blob %s: negative offset %d", s.Host(), b.d, off)
+	}
+	if off >= b.size {
+		return 0, io.EOF
+	}
+	end := min(off+int64(len(p)), b.size)
+	cs := s.cache.ChunkSize()
+	first, last := off/cs, (end-1)/cs
+	buf := make([]byte, (last-first)*cs+b.chunkLen(last))
+	have := make([]bool, last-first+1)
+	for i := first; i <= last; i++ {
+		at := (i - first) * cs
+		have[i-first] = s.cache.Get(b.d, i, buf[at:at+b.chunkLen(i)])
+	}
+	fetched := false
+	for i := first; i <= last; {
+		if have[i-first] {
+			i++
+			continue
+		}
+		j := i
+		for j+1 <= last && !have[j+1-first] {
+			j++
+		}
+		from, to := (i-first)*cs, (j-first)*cs+b.chunkLen(j)
+		if err := b.fetch(i*cs, buf[from:to]); err != nil {
+			return 0, err
+		}
+		for k := i; k <= j; k++ {
+			at := (k - first) * cs
+			if err := s.cache.Put(b.d, k, buf[at:at+b.chunkLen(k)]); err != nil {
+				s.log.Warn("chunk cache", "err", err) // the bytes are served all the same
+			}
+		}
+		fetched = true
+		i = j + 1
+	}
+	if fetched {
+		if err := b.checkWhole(); err != nil {
+			return 0, err
+		}
+	}
+	n := copy(p, buf[off-first*cs:end-first*cs])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// fetch fills p with the blob's bytes from off, with one Range request. A body that
+// breaks is asked for again from where it broke, as pulls resume, within retryBackoff's
+// tries; a registry that sends nothing for the Client's Timeout fails it (idleTimeout).
+func (b *remoteBlob) fetch(off int64, p []byte) error {
+	rc, err := b.s.client(b.repo)
+	if err != nil {
+		return err
+	}
+	tries := retryBackoff
+	for {
+		n, err := b.get(rc, off, p)
+		off, p = off+int64(n), p[n:]
+		if err == nil {
+			return nil
+		}
+		if n > 0 {
+			tries = retryBackoff
+		}
+		if !retryable(err) || tries.Steps <= 1 {
+			return describe(err, rc.repo.Digest(b.d.String()), b.d)
+		}
+		time.Sleep(tries.Step())
+	}
+}
+
+// get reads len(p) bytes from off with a Range GET, and returns how many came.
+func (b *remoteBlob) get(rc *repoClient, off int64, p []byte) (int, error) {
+	req, err := http.NewRequest(http.MethodGet, rc.url("blobs/"+b.d.String()), nil)
+	if err != nil {
+		return 0, err
+	}
+	last := off + int64(len(p)) - 1
+	req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", off, last))
+	resp, err := rc.hc.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if err := transport.CheckError(resp, http.StatusPartialContent); err != nil {
+		return 0, err
+	}
+	if cr := resp.Header.Get("Content-Range"); !strings.HasPrefix(cr, fmt.Sprintf("bytes %d-%d/", off, last)) {
+		return 0, fmt.Errorf("asked for bytes %d-%d, the registry sent Content-Range %q", off, last, cr)
+	}
+	return io.ReadFull(resp.Body, p)
+}
+
+// checkWhole verifies the blob against its digest once the cache has every chunk of it:
+// the chunks were served as they came (their spans' CRCs checked by the layer index), and
+// this is the check that the registry served the blob the manifest names. A mismatch
+// fails the blob's reads from then on, and drops its chunks.
+func (b *remoteBlob) checkWhole() error {
+	s := b.s
+	s.checkMu.Lock()
+	defer s.checkMu.Unlock()
+	if s.cache.Verified(b.d) {
+		return nil
+	}
+	cs := s.cache.ChunkSize()
+	n := (b.size + cs - 1) / cs
+	for i := range n {
+		if !s.cache.Has(b.d, i, b.chunkLen(i)) {
+			return nil
+		}
+	}
+	h := b.d.Algorithm().Hash()
+	buf := make([]byte, cs)
+	for i := range n {
+		c := buf[:b.chunkLen(i)]
+		if !s.cache.Get(b.d, i, c) {
+			return nil // evicted meanwhile: checked when whole again
+		}
+		h.Write(c)
+	}
+	got := digest.NewDigest(b.d.Algorithm(), h)
+	if got != b.d {
+		err := fmt.Errorf("registry %s, repository %s, blob %s: %w: the bytes fetched hash to %s",
+			s.Host(), b.repo, b.d, store.ErrDigestMismatch, got)
+		s.mu.Lock()
+		s.bad[b.d] = err
+		s.mu.Unlock()
+		s.cache.Remove(b.d)
+		s.log.Error("registry blob does not match its digest: its reads fail", "registry", s.Host(), "blob", b.d, "err", err)
+		return err
+	}
+	if err := s.cache.SetVerified(b.d); err != nil {
+		s.log.Warn("chunk cache", "err", err)
+	}
+	return nil
+}

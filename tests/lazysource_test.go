@@ -1,0 +1,224 @@
+package tests
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/imgfs/imgfs/registry"
+	"github.com/imgfs/imgfs/store/chunks"
+	"github.com/opencontainers/go-digest"
+)
+
+// putBlob uploads data to repository repo of the registry as one monolithic upload (POST,
+// then PUT with the digest) and returns its digest.
+func (r *testRegistry) putBlob(t *testing.T, repo string, data []byte) digest.Digest {
+	t.Helper()
+	d := digest.FromBytes(data)
+	resp, err := r.client.Post(r.url("/v2/"+repo+"/blobs/uploads/"), "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc := resp.Header.Get("Location")
+	if resp.StatusCode != http.StatusAccepted || loc == "" {
+		t.Fatalf("starting an upload: %s", resp.Status)
+	}
+	if !strings.HasPrefix(loc, "http") {
+		loc = r.url(loc)
+	}
+	sep := "?"
+	if strings.Contains(loc, "?") {
+		sep = "&"
+	}
+	req, err := http.NewRequest(http.MethodPut, loc+sep+"digest="+d.String(), bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, err = r.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("finishing an upload: %s", resp.Status)
+	}
+	return d
+}
+
+// rangeLine matches an access log line of a blob GET: its status and the bytes sent.
+var rangeLine = regexp.MustCompile(`"GET /v2/[^"]*/blobs/sha256:[0-9a-f]{64} HTTP/[0-9.]+" (\d{3}) (\d+)`)
+
+// blobBytes returns the blob GETs answered 206 (Range) and 200 (whole) and the bytes
+// sent by the 206 ones, from the access log, once it has stopped growing for 300 ms (the
+// registry writes a line after the answer is sent).
+func (r *testRegistry) blobBytes(t *testing.T) (ranged, whole int, rangedBytes int64) {
+	t.Helper()
+	n := -1
+	for range 50 {
+		gets := len(r.blobGets(t))
+		if gets == n {
+			break
+		}
+		n = gets
+		time.Sleep(300 * time.Millisecond)
+	}
+	for _, l := range r.blobGets(t) {
+		m := rangeLine.FindStringSubmatch(l)
+		if m == nil {
+			continue
+		}
+		n, _ := strconv.ParseInt(m[2], 10, 64)
+		switch m[1] {
+		case "206":
+			ranged++
+			rangedBytes += n
+		case "200":
+			whole++
+		}
+	}
+	return
+}
+
+// TestRegistrySource reads a blob of the test registry at random offsets through a
+// registry.Source: the bytes are the blob's, fetched with Range GETs, each once (a second
+// read of the same bytes sends nothing, nor does a new Source over the same cache, as a
+// restarted daemon would make), the cache's bound holds, and a blob whose bytes do not
+// match its digest fails once whole.
+func TestRegistrySource(t *testing.T) {
+	r := startRegistry(t)
+	rnd := rand.New(rand.NewSource(1))
+	data := make([]byte, 3<<20+12345)
+	rnd.Read(data)
+	d := r.putBlob(t, "test/blob", data)
+	cacheDir := filepath.Join(t.TempDir(), "cache")
+	const chunk = 64 << 10
+
+	client, err := registry.New(registry.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	newSource := func(max int64) *registry.Source {
+		src, err := client.NewSource(r.host, chunks.New(cacheDir, chunk, max), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		src.Saw("test/blob", d, int64(len(data)))
+		return src
+	}
+	src := newSource(0)
+	b, err := src.Open(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Size() != int64(len(data)) {
+		t.Fatalf("size %d, want %d", b.Size(), len(data))
+	}
+	type span struct{ off, n int64 }
+	var spans []span
+	for range 40 {
+		off := rnd.Int63n(int64(len(data)))
+		spans = append(spans, span{off, 1 + rnd.Int63n(min(300<<10, int64(len(data))-off))})
+	}
+	spans = append(spans, span{int64(len(data)) - 10, 10}, span{0, 1})
+	read := func(b interface {
+		ReadAt([]byte, int64) (int, error)
+	}) {
+		t.Helper()
+		for _, s := range spans {
+			p := make([]byte, s.n)
+			if n, err := b.ReadAt(p, s.off); int64(n) != s.n || (err != nil && s.off+s.n < int64(len(data))) {
+				t.Fatalf("ReadAt(%d bytes, %d): %d, %v", s.n, s.off, n, err)
+			}
+			if !bytes.Equal(p, data[s.off:s.off+s.n]) {
+				t.Fatalf("ReadAt(%d bytes, %d): wrong bytes", s.n, s.off)
+			}
+		}
+	}
+	read(b)
+	ranged, whole, sent := r.blobBytes(t)
+	if ranged == 0 || whole != 0 {
+		t.Fatalf("%d Range GETs and %d whole GETs, want Range GETs only:\n%s", ranged, whole, strings.Join(r.blobGets(t), "\n"))
+	}
+	// Each chunk comes once: no more than the blob, and a run of missing chunks is one
+	// request (fewer requests than reads touching new chunks could give).
+	if sent > int64(len(data)) {
+		t.Fatalf("%d bytes fetched for a blob of %d", sent, len(data))
+	}
+	if ranged > len(spans) {
+		t.Fatalf("%d Range GETs for %d reads", ranged, len(spans))
+	}
+
+	read(b)
+	if again, _, _ := r.blobBytes(t); again != ranged {
+		t.Fatalf("reading the same bytes again sent %d more Range GETs", again-ranged)
+	}
+	read(must(newSource(0).Open(d)))
+	if again, _, _ := r.blobBytes(t); again != ranged {
+		t.Fatalf("a new Source over the same cache sent %d more Range GETs", again-ranged)
+	}
+
+	// The whole blob through a bounded cache: the bound holds, and the bytes are right.
+	bounded := chunks.New(cacheDir, chunk, 1<<20)
+	bsrc, err := client.NewSource(r.host, bounded, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bsrc.Saw("test/blob", d, int64(len(data)))
+	bb := must(bsrc.Open(d))
+	for off := int64(0); off < int64(len(data)); off += 100 << 10 {
+		p := make([]byte, min(100<<10, int64(len(data))-off))
+		if _, err := bb.ReadAt(p, off); err != nil && off+int64(len(p)) < int64(len(data)) {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(p, data[off:off+int64(len(p))]) {
+			t.Fatalf("bounded cache: wrong bytes at %d", off)
+		}
+		if used := bounded.Used(); used > 1<<20 {
+			t.Fatalf("cache holds %d bytes, bound 1 MiB", used)
+		}
+	}
+
+	// A registry that serves other bytes than the digest says (its storage changed
+	// behind its back, same length): the reads that complete the blob in the cache fail,
+	// and so do all later ones.
+	other := make([]byte, 200<<10)
+	rnd.Read(other)
+	od := r.putBlob(t, "test/blob", other)
+	stored := filepath.Join(r.dir, "docker/registry/v2/blobs/sha256", od.Encoded()[:2], od.Encoded(), "data")
+	forged := bytes.Clone(other)
+	forged[chunk+7] ^= 0xff
+	if err := os.WriteFile(stored, forged, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	lsrc := newSource(0)
+	lsrc.Saw("test/blob", od, int64(len(other)))
+	lb := must(lsrc.Open(od))
+	p := make([]byte, 10)
+	if _, err := lb.ReadAt(p, 0); err != nil {
+		t.Fatalf("a read of part of the blob: %v", err) // not whole yet: nothing to check
+	}
+	all := make([]byte, len(other))
+	if _, err := lb.ReadAt(all, 0); err == nil || !strings.Contains(err.Error(), "digest") {
+		t.Fatalf("reading all of a blob whose bytes do not match its digest: %v, want a digest mismatch", err)
+	}
+	if _, err := lb.ReadAt(p, 0); err == nil {
+		t.Fatal("a later read of the mismatched blob succeeded")
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(fmt.Sprint(err))
+	}
+	return v
+}
