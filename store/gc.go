@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/imgfs/imgfs/store/chunks"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -131,7 +132,11 @@ func (s *Store) GC() (removed int, freed int64, err error) {
 		s.cacheMu.Unlock()
 	}
 
-	// Blobs, then layer indexes whose blob is unreachable or gone.
+	// Blobs, then layer indexes whose blob is unreachable or gone, but for the indexes of
+	// layers that lazy mounts read from a registry: those the chunk cache holds chunks of
+	// (built by streaming the layer, they are dear to build again). An index whose chunks
+	// were all evicted goes, and is built again by the next mount that reads the layer.
+	cached := chunks.New(s.ChunkCacheDir(), 0, 0)
 	for _, sub := range []string{"blobs", filepath.Join(".imgfs", "index")} {
 		algs, err := os.ReadDir(s.path(sub))
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -151,7 +156,7 @@ func (s *Store) GC() (removed int, freed int64, err error) {
 				if d.Validate() != nil || f.IsDir() {
 					continue // not named like a blob: not ours to judge
 				}
-				if keep[d] {
+				if keep[d] || (sub != "blobs" && cached.Holds(d)) {
 					continue
 				}
 				fi, err := f.Info()

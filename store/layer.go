@@ -35,6 +35,12 @@ func (s *Store) layerIndexPath(d digest.Digest) string {
 // one that was there is logged. Failing to store it on a read-only store is not an error:
 // the rebuilt index is still returned.
 func (s *Store) LayerIndex(desc ocispec.Descriptor) (*layerindex.Index, error) {
+	return s.layerIndex(desc, nil)
+}
+
+// layerIndex is LayerIndex, building a missing index from src when blobs/ lacks the blob
+// and src can stream it (a Streamer: a registry).
+func (s *Store) layerIndex(desc ocispec.Descriptor, src BlobSource) (*layerindex.Index, error) {
 	if err := desc.Digest.Validate(); err != nil {
 		return nil, fmt.Errorf("store: layer %q: %w", desc.Digest, err)
 	}
@@ -58,7 +64,7 @@ func (s *Store) LayerIndex(desc ocispec.Descriptor) (*layerindex.Index, error) {
 	s.building[desc.Digest] = c
 	s.cacheMu.Unlock()
 
-	c.ix, c.err = s.loadOrBuild(desc)
+	c.ix, c.err = s.loadOrBuild(desc, src)
 
 	s.cacheMu.Lock()
 	delete(s.building, desc.Digest)
@@ -82,6 +88,11 @@ func matches(ix *layerindex.Index, desc ocispec.Descriptor) bool {
 // memory of loading an index. An index that cannot be loaded that way goes through
 // LayerIndex, which rebuilds it.
 func (s *Store) LayerStream(desc ocispec.Descriptor) (*layerindex.Index, error) {
+	return s.layerStream(desc, nil)
+}
+
+// layerStream is LayerStream, building a missing index as layerIndex does.
+func (s *Store) layerStream(desc ocispec.Descriptor, src BlobSource) (*layerindex.Index, error) {
 	if err := desc.Digest.Validate(); err != nil {
 		return nil, fmt.Errorf("store: layer %q: %w", desc.Digest, err)
 	}
@@ -102,16 +113,16 @@ func (s *Store) LayerStream(desc ocispec.Descriptor) (*layerindex.Index, error) 
 			return ix, nil
 		}
 	}
-	return s.LayerIndex(desc)
+	return s.layerIndex(desc, src)
 }
 
-func (s *Store) loadOrBuild(desc ocispec.Descriptor) (*layerindex.Index, error) {
+func (s *Store) loadOrBuild(desc ocispec.Descriptor, src BlobSource) (*layerindex.Index, error) {
 	p := s.layerIndexPath(desc.Digest)
 	ix, unusable := loadIndex(p, desc)
 	if ix != nil {
 		return ix, nil
 	}
-	f, err := s.OpenBlob(desc.Digest)
+	f, err := s.streamBlob(desc.Digest, src)
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"sync"
 
@@ -24,6 +25,72 @@ type Blob interface {
 // registry read with HTTP Range requests, or an archive read in place, can be others.
 type BlobSource interface {
 	Open(d digest.Digest) (Blob, error)
+}
+
+// Streamer is a BlobSource that can also give a blob's bytes in order from its start, as
+// building a layer's index reads them: a registry sends them with one GET, where reading
+// them at offsets would cost a request each.
+type Streamer interface {
+	Stream(d digest.Digest) (io.ReadCloser, error)
+}
+
+// streamBlob opens blob d from its start: from blobs/ when the store has it, else from
+// src when that is a Streamer.
+func (s *Store) streamBlob(d digest.Digest, src BlobSource) (io.ReadCloser, error) {
+	f, err := s.OpenBlob(d)
+	if err == nil {
+		return f, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	if st, ok := src.(Streamer); ok {
+		return st.Stream(d)
+	}
+	return nil, err
+}
+
+// Sources returns the BlobSource that opens a blob from the first of srcs that has it
+// (the store's blobs/ first, then registries: blobs are content-addressed, any source of
+// the digest will do). It is a Streamer through those of srcs that are.
+func Sources(srcs ...BlobSource) BlobSource { return sources(srcs) }
+
+type sources []BlobSource
+
+func (ss sources) Open(d digest.Digest) (Blob, error) {
+	return first(ss, func(src BlobSource) (Blob, error) { return src.Open(d) })
+}
+
+func (ss sources) Stream(d digest.Digest) (io.ReadCloser, error) {
+	return first(ss, func(src BlobSource) (io.ReadCloser, error) {
+		if st, ok := src.(Streamer); ok {
+			return st.Stream(d)
+		}
+		if db, ok := src.(dirBlobs); ok {
+			return db.s.streamBlob(d, nil)
+		}
+		return nil, fmt.Errorf("store: blob %s: %w", d, fs.ErrNotExist)
+	})
+}
+
+// first returns what open gives for the first of ss that has the blob: the first answer
+// that is not "not there", or the first "not there" when none has it.
+func first[T any](ss sources, open func(BlobSource) (T, error)) (T, error) {
+	var firstErr error
+	for _, src := range ss {
+		v, err := open(src)
+		if err == nil || !errors.Is(err, fs.ErrNotExist) {
+			return v, err
+		}
+		if firstErr == nil {
+			firstErr = err
+		}
+	}
+	var zero T
+	if firstErr == nil {
+		firstErr = errors.New("store: no blob sources")
+	}
+	return zero, firstErr
 }
 
 // Blobs returns the store's blobs/ directory as a BlobSource.
@@ -115,7 +182,7 @@ func (l *Layers) openLayer(desc ocispec.Descriptor) (*layerindex.Reader, error) 
 	}
 	// The stream needs the checkpoints, not the table of contents: LayerStream reads no
 	// more of the index than that, unless the whole is loaded already.
-	ix, err := l.s.LayerStream(desc)
+	ix, err := l.s.layerStream(desc, l.src)
 	if err != nil {
 		return nil, err
 	}
@@ -130,6 +197,17 @@ func (l *Layers) openLayer(desc ocispec.Descriptor) (*layerindex.Reader, error) 
 	}
 	o.blob, o.r = blob, r
 	return r, nil
+}
+
+// LayerIndex is Store.LayerIndex, building a missing index from the pool's source when
+// the store lacks the blob (a registry's layer, streamed once).
+func (l *Layers) LayerIndex(desc ocispec.Descriptor) (*layerindex.Index, error) {
+	return l.s.layerIndex(desc, l.src)
+}
+
+// LayerStream is Store.LayerStream, building a missing index as LayerIndex does.
+func (l *Layers) LayerStream(desc ocispec.Descriptor) (*layerindex.Index, error) {
+	return l.s.layerStream(desc, l.src)
 }
 
 // Close closes every layer opened. Reads in flight must have returned.

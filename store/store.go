@@ -153,6 +153,10 @@ func (s *Store) Root() string { return s.root }
 // read.
 func (s *Store) StateDir() string { return s.path(".imgfs") }
 
+// ChunkCacheDir is where lazy mounts keep the bytes they fetch from registries (see
+// package chunks), shared by every mount of the store.
+func (s *Store) ChunkCacheDir() string { return s.path(".imgfs", "cache") }
+
 func (s *Store) log() *slog.Logger {
 	if s.Logger != nil {
 		return s.Logger

@@ -1,8 +1,11 @@
 package tests
 
 import (
+	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"fmt"
+	"io"
 	"math/rand"
 	"net/http"
 	"os"
@@ -14,8 +17,10 @@ import (
 	"time"
 
 	"github.com/imgfs/imgfs/registry"
+	"github.com/imgfs/imgfs/store"
 	"github.com/imgfs/imgfs/store/chunks"
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // putBlob uploads data to repository repo of the registry as one monolithic upload (POST,
@@ -221,4 +226,87 @@ func must[T any](v T, err error) T {
 		panic(fmt.Sprint(err))
 	}
 	return v
+}
+
+// TestRegistryLayerIndex reads a gzip layer of the test registry through the store's pool
+// with the registry behind blobs/: its index is built by streaming the layer once (one
+// whole GET) and kept in the store's index directory, its stream reads back the tar, and
+// gc keeps that index while the chunk cache holds the layer's chunks.
+func TestRegistryLayerIndex(t *testing.T) {
+	r := startRegistry(t)
+	rnd := rand.New(rand.NewSource(2))
+	var tarBuf bytes.Buffer
+	tw := tar.NewWriter(&tarBuf)
+	for i := range 20 {
+		data := make([]byte, 50<<10+i)
+		rnd.Read(data)
+		tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("f%02d", i), Mode: 0o644, Size: int64(len(data)), Typeflag: tar.TypeReg})
+		tw.Write(data)
+	}
+	tw.Close()
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(tarBuf.Bytes())
+	zw.Close()
+	d := r.putBlob(t, "test/layer", gz.Bytes())
+	desc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: d, Size: int64(gz.Len())}
+
+	dir := t.TempDir()
+	s, err := store.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := registry.New(registry.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := client.NewSource(r.host, chunks.New(s.ChunkCacheDir(), 0, 0), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src.Saw("test/layer", d, desc.Size)
+	layers := s.NewLayers(store.Sources(s.Blobs(), src), 0)
+	defer layers.Close()
+	ix, err := layers.LayerIndex(desc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ix.Size != int64(tarBuf.Len()) {
+		t.Fatalf("index of %d bytes, the tar is %d", ix.Size, tarBuf.Len())
+	}
+	if _, state := s.StoredIndex(desc); state != store.IndexBuilt {
+		t.Fatalf("the index is %s in the store, want built", state)
+	}
+	if _, whole, _ := r.blobBytes(t); whole != 1 {
+		t.Fatalf("%d whole GETs to index the layer, want 1", whole)
+	}
+	lr, size, err := layers.Layer(desc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, size)
+	if _, err := lr.ReadAt(got, 0); err != nil && err != io.EOF {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, tarBuf.Bytes()) {
+		t.Fatal("the layer's stream from the registry is not its tar")
+	}
+	if ranged, whole, _ := r.blobBytes(t); ranged == 0 || whole != 1 {
+		t.Fatalf("%d Range and %d whole GETs, want Range GETs for the read", ranged, whole)
+	}
+	if _, _, err := s.GC(); err != nil {
+		t.Fatal(err)
+	}
+	if _, state := s.StoredIndex(desc); state != store.IndexBuilt {
+		t.Fatalf("gc left the index %s, want built: the cache holds the layer", state)
+	}
+	if err := chunks.New(s.ChunkCacheDir(), 0, 0).Remove(d); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.GC(); err != nil {
+		t.Fatal(err)
+	}
+	if _, state := s.StoredIndex(desc); state != store.IndexMissing {
+		t.Fatalf("gc left the index %s with nothing of the layer cached, want missing", state)
+	}
 }
