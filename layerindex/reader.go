@@ -63,6 +63,23 @@ type spanDecoder struct {
 	rd    io.Reader
 	close func()
 	next  int
+	src   *notedBlob
+}
+
+// notedBlob is a decoder's blob, noting the first error reading it gave: a decoder that
+// fails after one failed because the blob could not be read (a registry gone for a
+// while), not because its bytes are bad, and a later read may succeed where it failed.
+type notedBlob struct {
+	io.ReaderAt
+	err error
+}
+
+func (b *notedBlob) ReadAt(p []byte, off int64) (int, error) {
+	n, err := b.ReaderAt.ReadAt(p, off)
+	if err != nil && err != io.EOF && b.err == nil {
+		b.err = err
+	}
+	return n, err
 }
 
 // NewReader returns a reader over the uncompressed stream of the blob that ix describes.
@@ -450,8 +467,12 @@ func (r *Reader) decode(i int, ahead bool) ([]byte, error) {
 	r.mu.Unlock()
 
 	if d == nil {
+		src := &notedBlob{ReaderAt: r.blob}
 		var err error
-		if d, err = r.open(r.spans[i].cp); err != nil {
+		if d, err = r.open(r.spans[i].cp, src); err != nil {
+			if src.err != nil {
+				return nil, r.checkpointError(r.spans[i].cp, src.err)
+			}
 			return nil, r.remember(first, err)
 		}
 		d.next = first
@@ -462,6 +483,9 @@ func (r *Reader) decode(i int, ahead bool) ([]byte, error) {
 		buf := r.cache.alloc(s.end - s.start)
 		if _, err := io.ReadFull(d.rd, buf); err != nil {
 			d.close()
+			if d.src.err != nil {
+				return nil, r.spanError(d.next, d.src.err) // not remembered: see notedBlob
+			}
 			if errors.Is(err, io.EOF) {
 				err = io.ErrUnexpectedEOF
 			}
@@ -593,23 +617,23 @@ func (r *Reader) park(d *spanDecoder) {
 	}
 }
 
-// open starts decoding at checkpoint k.
-func (r *Reader) open(k int) (*spanDecoder, error) {
+// open starts decoding at checkpoint k, reading the blob through blob.
+func (r *Reader) open(k int, blob *notedBlob) (*spanDecoder, error) {
 	cp := r.ix.Checkpoints[k]
-	src := io.NewSectionReader(r.blob, cp.In, r.ix.BlobSize-cp.In)
+	src := io.NewSectionReader(blob, cp.In, r.ix.BlobSize-cp.In)
 	switch r.ix.Compression {
 	case Gzip:
 		z, err := inflate.Resume(src, inflate.Checkpoint{In: cp.In, Bit: cp.Bit, Out: cp.Out, Member: cp.Member, Window: cp.Window})
 		if err != nil {
 			return nil, r.checkpointError(k, err)
 		}
-		return &spanDecoder{rd: z, close: func() { z.Close() }}, nil
+		return &spanDecoder{rd: z, close: func() { z.Close() }, src: blob}, nil
 	case Zstd:
 		z, err := newZstdReader(src, cp.In, nil)
 		if err != nil {
 			return nil, r.checkpointError(k, err)
 		}
-		return &spanDecoder{rd: z, close: z.Close}, nil
+		return &spanDecoder{rd: z, close: z.Close, src: blob}, nil
 	}
 	return nil, fmt.Errorf("layer %s: unknown compression %v", r.ix.BlobDigest, r.ix.Compression)
 }
