@@ -302,10 +302,14 @@ func (r *Reader) plainBounds(k int) (int64, int64) {
 // bytes passed.
 func (r *Reader) eachSpan(off int64, n int, use func(b []byte, e *cached)) (int, error) {
 	i := sort.Search(len(r.spans), func(i int) bool { return r.spans[i].end > off })
-	// Reads that stay in the span of the previous one or move to the next are sequential,
-	// even when they come a little out of order (as the kernel's read-ahead sends them).
+	// Reads that move to the span after the previous one's are sequential, and so are
+	// those that stay in it once reads are (even when they come a little out of order, as
+	// the kernel's read-ahead sends them). Two reads in one span do not start a stream: a
+	// file's tar header checked before its data is read (a mount's first read of a file)
+	// is not a sequential reader, and the spans decoded ahead for it would be wasted (and,
+	// from a registry, fetched).
 	r.mu.Lock()
-	sequential := i == r.lastSpan || i == r.lastSpan+1
+	sequential := i == r.lastSpan+1 || (i == r.lastSpan && r.streaming)
 	r.streaming = sequential
 	if sequential {
 		r.lastSpan = i // the decoders ahead go on from here, not from behind

@@ -51,3 +51,37 @@ func TestReaderBlobGoneForAWhile(t *testing.T) {
 		})
 	}
 }
+
+// TestReadAheadStartsAtTheNextSpan: two reads in one span (a tar header checked, then the
+// file's data) decode nothing ahead; a read that moves on into the next span does.
+func TestReadAheadStartsAtTheNextSpan(t *testing.T) {
+	data := goTar(t)
+	blob := gzipLevel(t, data, 6)
+	ix := build(t, blob, testSpan)
+	r, err := NewReader(bytes.NewReader(blob), ix, NewCache(8<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if len(r.spans) < 8 {
+		t.Fatalf("%d spans, want 8 or more", len(r.spans))
+	}
+	p := make([]byte, 100)
+	at := r.spans[4].start
+	for _, off := range []int64{at + 100, at + 1000} {
+		if _, err := r.ReadAt(p, off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.ahead.Wait()
+	if r.cache.has(r.key(5)) {
+		t.Fatal("two reads in one span decoded the next ahead")
+	}
+	if _, err := r.ReadAt(p, r.spans[5].start+10); err != nil {
+		t.Fatal(err)
+	}
+	r.ahead.Wait()
+	if !r.cache.has(r.key(6)) {
+		t.Fatal("a read moving on into the next span decoded nothing ahead")
+	}
+}
