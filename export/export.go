@@ -74,6 +74,15 @@ type Layers interface {
 	Layer(desc ocispec.Descriptor) (io.ReaderAt, int64, error)
 }
 
+// Blobs is where an archive's small blobs (manifests, configs) and layer indexes come
+// from: the store (*store.Store is one), or a mount's registries besides.
+type Blobs interface {
+	// ReadBlob returns small blob d, verified against its digest, of at most maxSize bytes.
+	ReadBlob(d digest.Digest, maxSize int64) ([]byte, error)
+	// LayerStream returns the index of layer desc, its entries maybe left out.
+	LayerStream(desc ocispec.Descriptor) (*layerindex.Index, error)
+}
+
 // Archive is the plan of one docker save archive. It is immutable and safe for concurrent
 // use (as far as the streams its Layers gave are).
 type Archive struct {
@@ -133,7 +142,7 @@ type blob struct {
 // (configs, manifests) and layer indexes are read; every layer is opened through layers
 // now, so that the archive reads on whatever happens to the store (see Layers), and its
 // contents are read when the archive is.
-func New(s *store.Store, images []store.Image, layers Layers) (*Archive, error) {
+func New(s Blobs, images []store.Image, layers Layers) (*Archive, error) {
 	if len(images) == 0 {
 		return nil, errors.New("export: no images")
 	}
@@ -192,7 +201,7 @@ func tagOf(n reference.Named) (reference.NamedTagged, bool) {
 }
 
 // load reads the image's config and layer indexes and makes its documents.
-func (im *image) load(s *store.Store) error {
+func (im *image) load(s Blobs) error {
 	var err error
 	if im.config, err = s.ReadBlob(im.id, store.MaxConfigSize); err != nil {
 		return err
@@ -252,7 +261,7 @@ func (im *image) load(s *store.Store) error {
 // layerIndexes loads the indexes of layers, a few at a time: a cold load parses the whole
 // table of contents and the checkpoint windows (tens of milliseconds for a big layer), and
 // an export waits for all of them before its first byte.
-func layerIndexes(s *store.Store, layers []ocispec.Descriptor) ([]*layerindex.Index, error) {
+func layerIndexes(s Blobs, layers []ocispec.Descriptor) ([]*layerindex.Index, error) {
 	ixs := make([]*layerindex.Index, len(layers))
 	errs := make([]error, len(layers))
 	slots := make(chan struct{}, runtime.GOMAXPROCS(0))

@@ -31,7 +31,7 @@ func (p *exportPlan) get(f *FS, imgs []store.Image) (*export.Archive, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.a == nil {
-		a, err := export.New(f.store, imgs, f.layers)
+		a, err := export.New(blobs{f}, imgs, f.layers)
 		if err != nil {
 			return nil, err
 		}

@@ -54,6 +54,10 @@ type Options struct {
 	// first read of one: export.tar is read whole and in order, and goes faster read
 	// further ahead than the many small files of rootfs/.
 	ReadAhead *readahead.Switch
+	// Remotes are the registries whose images the mount shows under HOST[:PORT]/ (imgfs
+	// mount --registry), read lazily: their layers through the mount's pool, from the
+	// store's blobs/ when it has them, else from the registry.
+	Remotes []Remote
 }
 
 // FS serves the images of a store. Make one with New; its Root is the root node to mount.
@@ -86,6 +90,10 @@ type FS struct {
 	// TOC, not by tree, so rootfs/ and layers/N/ of every image sharing the layer check an
 	// entry once.
 	headers sync.Map
+
+	remotes map[string]*remoteReg // by host, fixed at New
+	smallMu sync.Mutex
+	small   map[digest.Digest][]byte // the manifests and configs of registry images, verified
 }
 
 // checkedEntries returns the bits of toc's entries whose headers were checked.
@@ -114,15 +122,23 @@ func New(s *store.Store, opts Options) *FS {
 	if opts.CacheSize <= 0 {
 		opts.CacheSize = layerindex.DefaultCacheSize
 	}
+	srcs := []store.BlobSource{s.Blobs()}
+	remotes := make(map[string]*remoteReg, len(opts.Remotes))
+	for _, r := range opts.Remotes {
+		srcs = append(srcs, r.Blobs())
+		remotes[r.Host()] = newRemoteReg(r)
+	}
 	return &FS{
-		store:  s,
-		layers: s.NewLayers(nil, opts.CacheSize),
-		log:    opts.Logger,
-		opts:   opts,
-		start:  time.Now(),
-		uid:    uint32(os.Getuid()),
-		gid:    uint32(os.Getgid()),
-		images: make(map[digest.Digest]*image),
+		store:   s,
+		remotes: remotes,
+		small:   make(map[digest.Digest][]byte),
+		layers:  s.NewLayers(store.Sources(srcs...), opts.CacheSize),
+		log:     opts.Logger,
+		opts:    opts,
+		start:   time.Now(),
+		uid:     uint32(os.Getuid()),
+		gid:     uint32(os.Getgid()),
+		images:  make(map[digest.Digest]*image),
 	}
 }
 
@@ -203,7 +219,7 @@ func (f *FS) tree() *nameDir {
 		live[img.Descriptor.Digest] = true
 	}
 	for d := range f.images {
-		if !live[d] {
+		if !live[d] && !f.isRemote(d) {
 			delete(f.images, d)
 		}
 	}

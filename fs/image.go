@@ -52,12 +52,12 @@ func (im *image) meta() error {
 	if im.config != nil {
 		return nil
 	}
-	m, err := im.fs.store.ReadBlob(im.img.Descriptor.Digest, store.MaxManifestSize)
+	m, err := im.fs.readBlob(im.img.Descriptor.Digest, store.MaxManifestSize)
 	if err != nil {
 		return err
 	}
 	// A config that does not parse is still served as it is.
-	c, cfg, err := im.fs.store.ReadConfig(im.img.Manifest.Config.Digest)
+	c, cfg, err := im.fs.readConfig(im.img.Manifest.Config.Digest)
 	if c == nil {
 		return err
 	}
@@ -79,7 +79,7 @@ func (im *image) createdTime() time.Time {
 
 // layerIndex returns the layer index of layer i.
 func (im *image) layerIndex(i int) (*layerindex.Index, error) {
-	return im.fs.store.LayerIndex(im.img.Manifest.Layers[i])
+	return im.fs.layers.LayerIndex(im.img.Manifest.Layers[i])
 }
 
 // layerTree returns layer i's own tree, built on first use.

@@ -193,6 +193,12 @@ func (n *nameNode) child(name string) string {
 }
 
 func (n *nameNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if n.path == "" {
+		if reg := n.fs.remotes[name]; reg != nil {
+			// A registry's images, over any local repository of the same name.
+			return n.fs.remoteDir(ctx, &n.Inode, reg, "", out), 0
+		}
+	}
 	d := n.fs.tree().find(n.path)
 	if d == nil {
 		return nil, syscall.ENOENT
@@ -222,13 +228,17 @@ func (n *nameNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 }
 
 func (n *nameNode) imageChild(ctx context.Context, name string, img store.Image, out *fuse.EntryOut) *gofs.Inode {
-	im := n.fs.image(img)
-	path := n.child(name)
+	return n.fs.imageChild(ctx, &n.Inode, n.child(name), img, out)
+}
+
+// imageChild makes the node of image img's directory at path under parent.
+func (f *FS) imageChild(ctx context.Context, parent *gofs.Inode, path string, img store.Image, out *fuse.EntryOut) *gofs.Inode {
+	im := f.image(img)
 	node := &imageNode{im: im, ref: img, path: path, ino: imageIno(path, img)}
 	node.attr(&out.Attr)
-	out.SetEntryTimeout(n.fs.opts.NameTimeout)
-	out.SetAttrTimeout(n.fs.opts.ImageTimeout)
-	return n.NewInode(ctx, node, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: node.ino})
+	out.SetEntryTimeout(f.opts.NameTimeout)
+	out.SetAttrTimeout(f.opts.ImageTimeout)
+	return parent.NewInode(ctx, node, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: node.ino})
 }
 
 func (n *nameNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
@@ -241,7 +251,15 @@ func (n *nameNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) 
 		return gofs.NewListDirStream(withDots(&n.Inode, self, nil)), 0
 	}
 	list := make([]fuse.DirEntry, 0, len(d.list))
+	if n.path == "" {
+		for _, host := range n.fs.remoteHosts() {
+			list = append(list, fuse.DirEntry{Name: host, Mode: syscall.S_IFDIR, Ino: remoteIno(host, "")})
+		}
+	}
 	for _, name := range d.list {
+		if n.path == "" && n.fs.remotes[name] != nil {
+			continue
+		}
 		e := fuse.DirEntry{Name: name, Mode: syscall.S_IFDIR}
 		if name == exportName && len(d.images) > 0 {
 			e.Mode, e.Ino = syscall.S_IFREG, exportIno(n.path, d.mtime)

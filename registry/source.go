@@ -25,6 +25,7 @@ import (
 // never waits on the registry.
 type Source struct {
 	c     *Client
+	host  string // as given: docker.io stays docker.io
 	reg   name.Registry
 	cache *chunks.Cache
 	log   *slog.Logger
@@ -56,12 +57,12 @@ func (c *Client) NewSource(host string, cache *chunks.Cache, log *slog.Logger) (
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Source{c: c, reg: reg, cache: cache, log: log, seen: map[digest.Digest]seenBlob{},
+	return &Source{c: c, host: host, reg: reg, cache: cache, log: log, seen: map[digest.Digest]seenBlob{},
 		clients: map[string]*repoClient{}, bad: map[digest.Digest]error{}}, nil
 }
 
 // Host is the registry's HOST[:PORT].
-func (s *Source) Host() string { return s.reg.RegistryStr() }
+func (s *Source) Host() string { return s.host }
 
 // Saw records that repository repo (its path on the registry) has blob d of size bytes.
 func (s *Source) Saw(repo string, d digest.Digest, size int64) {

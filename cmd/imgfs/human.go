@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -74,4 +76,24 @@ func createdSince(t time.Time, now time.Time) string {
 		return "N/A"
 	}
 	return humanDuration(now.Sub(t)) + " ago"
+}
+
+// parseSize reads a byte count: a number, maybe followed by K, M, G or T (powers of 1024,
+// an optional i and B after: 512M, 10GiB, 1TB).
+func parseSize(s string) (int64, error) {
+	t := strings.ToUpper(strings.TrimSpace(s))
+	t = strings.TrimSuffix(t, "B")
+	t = strings.TrimSuffix(t, "I")
+	mult := int64(1)
+	if n := len(t); n > 0 {
+		if i := strings.IndexByte("KMGT", t[n-1]); i >= 0 {
+			mult = int64(1) << (10 * (i + 1))
+			t = t[:n-1]
+		}
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n < 0 || n > math.MaxInt64/mult {
+		return 0, errors.New("not a size (bytes, or a number with K, M, G or T)")
+	}
+	return n * mult, nil
 }

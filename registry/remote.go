@@ -1,0 +1,147 @@
+package registry
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+
+	"github.com/distribution/reference"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/imgfs/imgfs/store"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// Remote is one registry as a lazy mount shows it: its repositories, its images resolved
+// by tag or digest (manifest and config fetched and verified, small enough to keep in
+// memory), and its blobs read in place (Source).
+type Remote struct {
+	c   *Client
+	s   *store.Store // for the platform an image index is resolved to
+	src *Source
+}
+
+// NewRemote returns the Remote of the registry src reads from; s picks the platform of
+// an image index, as a pull into s would.
+func (c *Client) NewRemote(s *store.Store, src *Source) *Remote {
+	return &Remote{c: c, s: s, src: src}
+}
+
+// Host is the registry's HOST[:PORT].
+func (r *Remote) Host() string { return r.src.Host() }
+
+// Blobs is the source of the registry's blobs.
+func (r *Remote) Blobs() store.BlobSource { return r.src }
+
+// Repositories lists the registry's repositories from /v2/_catalog; a registry without
+// one (Docker Hub) gives an error.
+func (r *Remote) Repositories(ctx context.Context) ([]string, error) {
+	repos, err := remote.Catalog(ctx, r.src.reg, r.c.ropts...)
+	if err != nil {
+		return nil, fmt.Errorf("registry %s: catalog: %v", r.Host(), oneLine(err.Error()))
+	}
+	slices.Sort(repos)
+	return repos, nil
+}
+
+// Tags lists the tags of repository repo.
+func (r *Remote) Tags(ctx context.Context, repo string) ([]string, error) {
+	tags, err := r.c.puller.List(ctx, r.src.reg.Repo(repo))
+	if err != nil {
+		return nil, describe(err, r.src.reg.Repo(repo).Tag(""), "")
+	}
+	slices.Sort(tags)
+	return tags, nil
+}
+
+// Resolve fetches the image repo names by tag ("latest") or digest ("sha256:..."): an
+// image index is resolved to the manifest of the store's platform. It returns the image
+// as the store describes its images (named when by tag), and the bytes of its manifest
+// and config, each verified against its digest. Its config and layers are then known to
+// the Source.
+func (r *Remote) Resolve(ctx context.Context, repo, tagOrDigest string) (img store.Image, manifest, config []byte, err error) {
+	sep := ":"
+	if strings.HasPrefix(tagOrDigest, "sha256:") {
+		sep = "@"
+	}
+	refStr := r.Host() + "/" + repo + sep + tagOrDigest
+	ref, err := r.c.ParseReference(refStr)
+	if err != nil {
+		return img, nil, nil, err
+	}
+	named, err := reference.ParseNormalizedNamed(refStr)
+	if err != nil {
+		return img, nil, nil, fmt.Errorf("invalid reference %q: %v", refStr, err)
+	}
+	raw, top, mt, err := r.c.Manifest(ctx, ref)
+	if err != nil {
+		return img, nil, nil, err
+	}
+	target := ocispec.Descriptor{MediaType: mt, Digest: top, Size: int64(len(raw))}
+	mdesc := target
+	if isIndex(mt) {
+		var ix ocispec.Index
+		if err := json.Unmarshal(raw, &ix); err != nil {
+			return img, nil, nil, fmt.Errorf("%s: image index: %v", refStr, err)
+		}
+		if mdesc, err = r.s.PickPlatform(ix.Manifests); err != nil {
+			return img, nil, nil, fmt.Errorf("%s: %v", refStr, err)
+		}
+		if raw, _, mt, err = r.c.Manifest(ctx, ref.Context().Digest(mdesc.Digest.String())); err != nil {
+			return img, nil, nil, err
+		}
+		if isIndex(mt) {
+			return img, nil, nil, fmt.Errorf("%s: an image index in an image index", refStr)
+		}
+	}
+	var m ocispec.Manifest
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return img, nil, nil, fmt.Errorf("%s: manifest %s: %v", refStr, mdesc.Digest, err)
+	}
+	if err := m.Config.Digest.Validate(); err != nil || len(m.Layers) == 0 {
+		return img, nil, nil, fmt.Errorf("%s: manifest %s is not an image's (config %q, %d layers)", refStr, mdesc.Digest, m.Config.Digest, len(m.Layers))
+	}
+	for _, l := range m.Layers {
+		if err := l.Digest.Validate(); err != nil {
+			return img, nil, nil, fmt.Errorf("%s: manifest %s: layer %q: %v", refStr, mdesc.Digest, l.Digest, err)
+		}
+		r.src.Saw(repo, l.Digest, l.Size)
+	}
+	if config, err = r.smallBlob(repo, m.Config); err != nil {
+		return img, nil, nil, err
+	}
+	img = store.Image{Target: target, Descriptor: mdesc, Manifest: m, ID: m.Config.Digest}
+	if _, byTag := ref.(name.Tag); byTag {
+		img.Name = named
+	}
+	return img, raw, config, nil
+}
+
+// isIndex says whether media type mt is an image index's (OCI or docker's list).
+func isIndex(mt string) bool {
+	return mt == ocispec.MediaTypeImageIndex || mt == "application/vnd.docker.distribution.manifest.list.v2+json"
+}
+
+// smallBlob fetches a config, verified against its digest.
+func (r *Remote) smallBlob(repo string, desc ocispec.Descriptor) ([]byte, error) {
+	if desc.Size > store.MaxConfigSize {
+		return nil, fmt.Errorf("registry %s, repository %s, blob %s: %d bytes, more than a config may have", r.Host(), repo, desc.Digest, desc.Size)
+	}
+	r.src.Saw(repo, desc.Digest, desc.Size)
+	body, err := r.src.Stream(desc.Digest)
+	if err != nil {
+		return nil, err
+	}
+	defer body.Close()
+	data, err := io.ReadAll(io.LimitReader(body, store.MaxConfigSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if got := desc.Digest.Algorithm().FromBytes(data); got != desc.Digest {
+		return nil, fmt.Errorf("registry %s, repository %s, blob %s: %w: the bytes hash to %s", r.Host(), repo, desc.Digest, store.ErrDigestMismatch, got)
+	}
+	return data, nil
+}
