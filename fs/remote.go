@@ -47,7 +47,9 @@ type remoteReg struct {
 	repos  listing
 	tags   map[string]listing // by repository
 	images map[string]resolved
-	warned bool // a failed catalog was logged
+	failed map[string]error         // why the last resolution of a name failed
+	asking map[string]chan struct{} // the questions in flight, closed when answered
+	warned bool                     // a failed catalog was logged
 }
 
 type listing struct {
@@ -61,7 +63,8 @@ type resolved struct {
 }
 
 func newRemoteReg(r Remote) *remoteReg {
-	return &remoteReg{r: r, tags: map[string]listing{}, images: map[string]resolved{}}
+	return &remoteReg{r: r, tags: map[string]listing{}, images: map[string]resolved{},
+		failed: map[string]error{}, asking: map[string]chan struct{}{}}
 }
 
 // remoteHosts lists the mount's registries, sorted.
@@ -112,54 +115,103 @@ func (b blobs) LayerStream(desc ocispec.Descriptor) (*layerindex.Index, error) {
 	return b.f.layers.LayerStream(desc)
 }
 
+// refreshWait is how long a lookup waits for a registry to answer again about a name it
+// answered before: past it, the last answer serves and the question goes on in the
+// background, and lookups meanwhile do not wait for it, so that a stalled registry holds
+// up no lookup of what the mount knows by more than that, once.
+const refreshWait = 250 * time.Millisecond
+
+// ask runs fetch in the background for key, unless it runs already, and waits for it: as
+// long as it takes when there is no earlier answer (stale false), else refreshWait at
+// most, and not at all when the question was asked already. The registry's requests end
+// within its timeout (registry.Options.Timeout).
+func (reg *remoteReg) ask(key string, stale bool, fetch func()) {
+	reg.mu.Lock()
+	done, asked := reg.asking[key]
+	if !asked {
+		done = make(chan struct{})
+		reg.asking[key] = done
+		go func() {
+			fetch()
+			reg.mu.Lock()
+			delete(reg.asking, key)
+			reg.mu.Unlock()
+			close(done)
+		}()
+	}
+	reg.mu.Unlock()
+	switch {
+	case !stale:
+		<-done
+	case !asked:
+		t := time.NewTimer(refreshWait)
+		defer t.Stop()
+		select {
+		case <-done:
+		case <-t.C:
+		}
+	}
+}
+
 // repositories returns the registry's repositories, asked again after NameTimeout; nil
 // where it has no catalog (logged once).
-func (f *FS) repositories(ctx context.Context, reg *remoteReg) []string {
+func (f *FS) repositories(reg *remoteReg) []string {
 	reg.mu.Lock()
 	l := reg.repos
 	reg.mu.Unlock()
 	if !l.at.IsZero() && time.Since(l.at) < f.opts.NameTimeout {
 		return l.names
 	}
-	repos, err := reg.r.Repositories(ctx)
+	reg.ask("\x00catalog", !l.at.IsZero(), func() {
+		repos, err := reg.r.Repositories(context.Background())
+		reg.mu.Lock()
+		defer reg.mu.Unlock()
+		if err != nil {
+			if !reg.warned {
+				reg.warned = true
+				f.log.Warn("registry lists no repositories: its images are reached by name", "registry", reg.r.Host(), "err", err)
+			}
+			if reg.repos.at.IsZero() {
+				reg.repos.at = time.Now() // asked: the next lookup does not wait for it
+			}
+			return
+		}
+		reg.repos = listing{repos, time.Now()}
+	})
 	reg.mu.Lock()
 	defer reg.mu.Unlock()
-	if err != nil {
-		if !reg.warned {
-			reg.warned = true
-			f.log.Warn("registry lists no repositories: its images are reached by name", "registry", reg.r.Host(), "err", err)
-		}
-		return reg.repos.names // the last known
-	}
-	reg.repos = listing{repos, time.Now()}
-	return repos
+	return reg.repos.names
 }
 
 // tagList returns the tags of repository repo, asked again after NameTimeout.
-func (f *FS) tagList(ctx context.Context, reg *remoteReg, repo string) []string {
+func (f *FS) tagList(reg *remoteReg, repo string) []string {
 	reg.mu.Lock()
 	l, ok := reg.tags[repo]
 	reg.mu.Unlock()
 	if ok && time.Since(l.at) < f.opts.NameTimeout {
 		return l.names
 	}
-	tags, err := reg.r.Tags(ctx, repo)
-	if err != nil {
-		return l.names
-	}
+	reg.ask("\x00tags\x00"+repo, ok, func() {
+		tags, err := reg.r.Tags(context.Background(), repo)
+		if err != nil {
+			return
+		}
+		reg.mu.Lock()
+		reg.tags[repo] = listing{tags, time.Now()}
+		reg.mu.Unlock()
+	})
 	reg.mu.Lock()
-	reg.tags[repo] = listing{tags, time.Now()}
-	reg.mu.Unlock()
-	return tags
+	defer reg.mu.Unlock()
+	return reg.tags[repo].names
 }
 
 // errNotFound is a name the registry does not have.
 var errNotFound = errors.New("not found")
 
 // resolve returns the image repo:tag (or repo@digest) names, resolved again after
-// NameTimeout (a digest never changes). While the registry cannot be reached, the last
-// image resolved stays.
-func (f *FS) resolve(ctx context.Context, reg *remoteReg, repo, ref string) (store.Image, error) {
+// NameTimeout (a digest never changes). While the registry cannot be reached, or does
+// not answer within refreshWait, the last image resolved serves.
+func (f *FS) resolve(reg *remoteReg, repo, ref string) (store.Image, error) {
 	key := repo + "\x00" + ref
 	reg.mu.Lock()
 	r, ok := reg.images[key]
@@ -167,24 +219,36 @@ func (f *FS) resolve(ctx context.Context, reg *remoteReg, repo, ref string) (sto
 	if ok && (strings.HasPrefix(ref, "sha256:") || time.Since(r.at) < f.opts.NameTimeout) {
 		return r.img, nil
 	}
-	img, manifest, config, err := reg.r.Resolve(ctx, repo, ref)
-	if err != nil {
-		if ok && !strings.Contains(err.Error(), "not found") {
-			return r.img, nil
+	reg.ask(key, ok, func() {
+		img, manifest, config, err := reg.r.Resolve(context.Background(), repo, ref)
+		if err == nil {
+			f.smallMu.Lock()
+			f.small[img.Descriptor.Digest] = manifest
+			f.small[img.ID] = config
+			f.smallMu.Unlock()
 		}
-		if strings.Contains(err.Error(), "not found") || strings.Contains(err.Error(), "invalid reference") {
-			return img, fmt.Errorf("%w: %v", errNotFound, err)
+		reg.mu.Lock()
+		defer reg.mu.Unlock()
+		switch {
+		case err == nil:
+			reg.images[key] = resolved{img: img, at: time.Now()}
+		case strings.Contains(err.Error(), "not found") || strings.Contains(err.Error(), "invalid reference"):
+			delete(reg.images, key) // untagged, or the repository deleted
+			reg.failed[key] = fmt.Errorf("%w: %v", errNotFound, err)
+		default:
+			reg.failed[key] = err // the last image, if any, serves on
 		}
-		return img, err
-	}
-	f.smallMu.Lock()
-	f.small[img.Descriptor.Digest] = manifest
-	f.small[img.ID] = config
-	f.smallMu.Unlock()
+	})
 	reg.mu.Lock()
-	reg.images[key] = resolved{img, time.Now()}
-	reg.mu.Unlock()
-	return img, nil
+	defer reg.mu.Unlock()
+	if r, ok := reg.images[key]; ok {
+		return r.img, nil
+	}
+	err := reg.failed[key]
+	if err == nil {
+		err = fmt.Errorf("registry %s: %s:%s: no answer yet", reg.r.Host(), repo, ref)
+	}
+	return store.Image{}, err
 }
 
 // remoteDir makes the node of directory path ("" for the registry's own) of reg.
@@ -240,9 +304,9 @@ func (n *remoteDirNode) Lookup(ctx context.Context, name string, out *fuse.Entry
 	if r, d, ok := strings.Cut(name, "@"); ok {
 		repo, ref = n.child(r), d // REPO@sha256:...
 	}
-	repos := f.repositories(ctx, n.reg)
+	repos := f.repositories(n.reg)
 	if repo != "" && (ref != name || !below(repos, n.child(name))) {
-		img, err := f.resolve(ctx, n.reg, repo, ref)
+		img, err := f.resolve(n.reg, repo, ref)
 		switch {
 		case err == nil:
 			return f.imageChild(ctx, &n.Inode, n.where(name), img, out), 0
@@ -264,7 +328,7 @@ func (n *remoteDirNode) Lookup(ctx context.Context, name string, out *fuse.Entry
 
 func (n *remoteDirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	f := n.fs
-	repos := f.repositories(ctx, n.reg)
+	repos := f.repositories(n.reg)
 	seen := map[string]bool{}
 	var list []fuse.DirEntry
 	prefix := ""
@@ -287,7 +351,7 @@ func (n *remoteDirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Er
 		}
 	}
 	if isRepo {
-		for _, t := range f.tagList(ctx, n.reg, n.path) {
+		for _, t := range f.tagList(n.reg, n.path) {
 			if !seen[t] {
 				seen[t] = true
 				list = append(list, fuse.DirEntry{Name: t, Mode: syscall.S_IFDIR})

@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -128,6 +129,24 @@ func TestLazyMount(t *testing.T) {
 		}
 	}
 
+	// The registry stalled (SIGSTOP): what the mount has resolved and fetched still
+	// serves, well within --timeout, once the names' timeout has passed and the kernel
+	// has dropped its pages.
+	r.cmd.Process.Signal(syscall.SIGSTOP)
+	time.Sleep(1500 * time.Millisecond)
+	dropCaches(t)
+	start := time.Now()
+	small, err = os.ReadFile(filepath.Join(mnt, r.host, "test/lazy/1/rootfs/b/small"))
+	took := time.Since(start)
+	r.cmd.Process.Signal(syscall.SIGCONT)
+	if err != nil || string(small) != "the small file of b\n" {
+		t.Fatalf("reading a fetched file with the registry stalled: %q, %v", small, err)
+	}
+	if took > 2*time.Second {
+		t.Errorf("reading a fetched file with the registry stalled took %s: it waited on the registry", took)
+	}
+	t.Logf("a fetched file read in %s with the registry stalled", took.Round(time.Millisecond))
+
 	// A second store's mount, which has fetched nothing: its indexes built (a lookup of
 	// a's directory), the registry killed while a file of layer a is read.
 	cold := filepath.Join(tmp, "cold")
@@ -188,4 +207,14 @@ func TestLazyMount(t *testing.T) {
 func mountLog(dir string) string {
 	b, _ := os.ReadFile(filepath.Join(dir, ".imgfs", "mount.log"))
 	return string(b)
+}
+
+// dropCaches drops the kernel's page, dentry and inode caches (as root), so that reads
+// and lookups reach the mount's daemon again.
+func dropCaches(t *testing.T) {
+	t.Helper()
+	exec.Command("sync").Run()
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0o200); err != nil {
+		t.Fatalf("dropping the kernel's caches (the test runs as root): %v", err)
+	}
 }
