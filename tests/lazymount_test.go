@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/imgfs/imgfs/store"
+	"github.com/opencontainers/go-digest"
 )
 
 // lazyFileSize and lazyFiles make each layer of the lazy mount test's image: 16 files of
@@ -65,6 +66,10 @@ func TestLazyMount(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := writeImage(s, ref, lazyLayer("a", 1), lazyLayer("b", 2)); err != nil {
+		t.Fatal(err)
+	}
+	next, err := writeImage(s, r.host+"/test/lazy:2", layer0())
+	if err != nil {
 		t.Fatal(err)
 	}
 	r.skopeoPush(t, orig, "1", "test/lazy:1")
@@ -197,6 +202,17 @@ func TestLazyMount(t *testing.T) {
 	if res.code != 0 {
 		t.Errorf("after the registry came back, layers/0.tar differs from the pulled one: %s%s\nmount log:\n%s", res.stdout, res.stderr, mountLog(cold))
 	}
+	// The tag moved to another image: the mount follows within the names' timeout.
+	r.skopeoPush(t, orig, "2", "test/lazy:1")
+	manifest := filepath.Join(mnt, r.host, "test/lazy/1/manifest.json")
+	if !waitFor(5*time.Second, func() bool {
+		b, err := os.ReadFile(manifest)
+		return err == nil && digest.FromBytes(b) == next.manifest.Digest
+	}) {
+		b, err := os.ReadFile(manifest)
+		t.Errorf("5s after test/lazy:1 moved to %s, its manifest.json hashes to %s (%v)", next.manifest.Digest, digest.FromBytes(b), err)
+	}
+
 	logText := mountLog(cold)
 	if n := strings.Count(logText, "later failures of this layer are not logged"); n != 1 {
 		t.Errorf("the cold mount's log has %d failed-layer lines, want 1:\n%s", n, logText)
