@@ -52,3 +52,19 @@ func TestHumanDuration(t *testing.T) {
 		t.Errorf("createdSince(zero) = %q", got)
 	}
 }
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{
+		"0": 0, "512": 512, "1K": 1 << 10, "512M": 512 << 20, "10G": 10 << 30, "10GiB": 10 << 30,
+		"1TB": 1 << 40, "3m": 3 << 20, "2kb": 2 << 10,
+	} {
+		if got, err := parseSize(in); err != nil || got != want {
+			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "G", "-1", "1.5G", "10X", "99999999999T"} {
+		if got, err := parseSize(in); err == nil {
+			t.Errorf("parseSize(%q) = %d, want an error", in, got)
+		}
+	}
+}
