@@ -367,3 +367,20 @@ func (n *remoteDirNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fu
 	out.SetTimeout(n.fs.opts.NameTimeout)
 	return 0
 }
+
+// fetched returns user.imgfs.fetched of layer desc: "FETCHED/SIZE", the bytes of its blob
+// the store holds (all of it when blobs/ has it, else what a registry's chunk cache has)
+// out of its size.
+func (f *FS) fetched(desc ocispec.Descriptor) string {
+	n := int64(0)
+	if f.store.HasBlob(desc.Digest) {
+		n = desc.Size
+	} else {
+		for _, reg := range f.remotes {
+			if src, ok := reg.r.Blobs().(interface{ Fetched(digest.Digest) int64 }); ok {
+				n = max(n, src.Fetched(desc.Digest))
+			}
+		}
+	}
+	return fmt.Sprintf("%d/%d", min(n, desc.Size), desc.Size)
+}

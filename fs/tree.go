@@ -246,7 +246,8 @@ func (n tnode) xattrs() []layerindex.Record {
 		im := n.r.im
 		d := im.img.Manifest.Layers[n.r.layer]
 		out = append(out, layerindex.Record{Key: "user.imgfs.digest", Value: d.Digest.String()},
-			layerindex.Record{Key: "user.imgfs.mediatype", Value: d.MediaType})
+			layerindex.Record{Key: "user.imgfs.mediatype", Value: d.MediaType},
+			layerindex.Record{Key: "user.imgfs.fetched", Value: im.fs.fetched(d)})
 		if ix, err := im.layerIndex(n.r.layer); err == nil {
 			out = append(out, layerindex.Record{Key: "user.imgfs.diffid", Value: ix.DiffID.String()})
 		}

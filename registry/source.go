@@ -104,6 +104,9 @@ func (s *Source) Stream(d digest.Digest) (io.ReadCloser, error) {
 	return rc.blob(context.Background(), d, b.size), nil
 }
 
+// Fetched returns how many bytes of blob d the chunk cache holds.
+func (s *Source) Fetched(d digest.Digest) int64 { return s.cache.Bytes(d) }
+
 // client returns the repoClient of repository repo, made on first use: making one asks
 // the registry (a ping, maybe a token), and a failure is not kept.
 func (s *Source) client(repo string) (*repoClient, error) {

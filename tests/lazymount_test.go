@@ -110,6 +110,12 @@ func TestLazyMount(t *testing.T) {
 	if fetched <= 0 || fetched*20 >= layerBytes {
 		t.Errorf("reading one small file fetched %d bytes with Range GETs, want some and under 5%% of the layers' %d", fetched, layerBytes)
 	}
+	l1 := want.Manifest.Layers[1]
+	var part, size int64
+	fetchedAttr := strings.TrimSpace(ok(t, "", "getfattr", "--only-values", "-n", "user.imgfs.fetched", filepath.Join(mnt, r.host, "test/lazy/1/layers/1")))
+	if _, err := fmt.Sscanf(fetchedAttr, "%d/%d", &part, &size); err != nil || size != l1.Size || part <= 0 || part > fetched {
+		t.Errorf("user.imgfs.fetched of layers/1 is %q, want some of the %d bytes fetched, of %d", fetchedAttr, fetched, l1.Size)
+	}
 	if _, state := must(store.Open(lazy)).StoredIndex(want.Manifest.Layers[1]); state != store.IndexBuilt {
 		t.Errorf("the index of the registry layer is %s in the lazy store, want built", state)
 	}

@@ -2,6 +2,7 @@ package tests
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -310,6 +311,7 @@ func TestXattrs(t *testing.T) {
 		`user.imgfs.digest="` + f.app.layers[1].Digest.String() + `"`,
 		`user.imgfs.diffid="` + f.app.diffIDs[1].String() + `"`,
 		`user.imgfs.mediatype="application/vnd.oci.image.layer.v1.tar+gzip"`,
+		fmt.Sprintf(`user.imgfs.fetched="%d/%d"`, f.app.layers[1].Size, f.app.layers[1].Size), // in blobs/
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("getfattr layers/1: %q lacks %q", got, want)

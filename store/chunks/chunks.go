@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -174,6 +175,25 @@ func (c *Cache) Holds(d digest.Digest) bool {
 	}
 	fi, err := os.Stat(dir)
 	return err == nil && fi.IsDir()
+}
+
+// Bytes returns how many bytes of blob d the cache holds.
+func (c *Cache) Bytes(d digest.Digest) int64 {
+	dir := c.blobDir(d)
+	if dir == "" {
+		return 0
+	}
+	files, _ := os.ReadDir(dir)
+	var n int64
+	for _, f := range files {
+		if f.Name() == verifiedName || strings.HasPrefix(f.Name(), ".tmp-") {
+			continue
+		}
+		if fi, err := f.Info(); err == nil && fi.Mode().IsRegular() {
+			n += fi.Size()
+		}
+	}
+	return n
 }
 
 // chunkFile is a chunk found by a count of the directory.
