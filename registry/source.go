@@ -158,6 +158,9 @@ func (b *remoteBlob) ReadAt(p []byte, off int64) (int, error) {
 	if off >= b.size {
 		return 0, io.EOF
 	}
+	if len(p) == 0 {
+		return 0, nil
+	}
 	end := min(off+int64(len(p)), b.size)
 	cs := s.cache.ChunkSize()
 	first, last := off/cs, (end-1)/cs

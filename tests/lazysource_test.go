@@ -150,6 +150,9 @@ func TestRegistrySource(t *testing.T) {
 		}
 	}
 	read(b)
+	if n, err := b.ReadAt(nil, 5*chunk); n != 0 || err != nil {
+		t.Fatalf("ReadAt of no bytes: %d, %v", n, err)
+	}
 	ranged, whole, sent := r.blobBytes(t)
 	if ranged == 0 || whole != 0 {
 		t.Fatalf("%d Range GETs and %d whole GETs, want Range GETs only:\n%s", ranged, whole, strings.Join(r.blobGets(t), "\n"))
