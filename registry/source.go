@@ -30,11 +30,25 @@ type Source struct {
 	cache *chunks.Cache
 	log   *slog.Logger
 
-	mu      sync.Mutex
-	seen    map[digest.Digest]seenBlob
-	clients map[string]*repoClient // by repository
-	bad     map[digest.Digest]error
-	checkMu sync.Mutex // one whole-blob check at a time
+	mu       sync.Mutex
+	seen     map[digest.Digest]seenBlob
+	clients  map[string]*repoClient // by repository
+	bad      map[digest.Digest]error
+	inflight map[chunkKey]*fetchCall // the chunks being fetched
+	checkMu  sync.Mutex              // one whole-blob check at a time
+}
+
+// chunkKey is chunk i of blob d.
+type chunkKey struct {
+	d digest.Digest
+	i int64
+}
+
+// fetchCall is one Range request in flight, for a run of chunks; err is set before done
+// is closed.
+type fetchCall struct {
+	done chan struct{}
+	err  error
 }
 
 // seenBlob is a blob a manifest of the registry named.
@@ -58,7 +72,7 @@ func (c *Client) NewSource(host string, cache *chunks.Cache, log *slog.Logger) (
 		log = slog.Default()
 	}
 	return &Source{c: c, host: host, reg: reg, cache: cache, log: log, seen: map[digest.Digest]seenBlob{},
-		clients: map[string]*repoClient{}, bad: map[digest.Digest]error{}}, nil
+		clients: map[string]*repoClient{}, bad: map[digest.Digest]error{}, inflight: map[chunkKey]*fetchCall{}}, nil
 }
 
 // Host is the registry's HOST[:PORT].
@@ -170,28 +184,80 @@ func (b *remoteBlob) ReadAt(p []byte, off int64) (int, error) {
 		at := (i - first) * cs
 		have[i-first] = s.cache.Get(b.d, i, buf[at:at+b.chunkLen(i)])
 	}
+	// The chunks missing are fetched by this read, a run of adjacent ones with one
+	// request, but those another read is fetching already are waited for: the decoders
+	// ahead of a sequential reader read adjacent spans at once, which share their
+	// boundary chunks.
+	mine := make([]*fetchCall, last-first+1)
+	waits := make([]*fetchCall, last-first+1)
+	s.mu.Lock()
+	var run *fetchCall
+	for i := first; i <= last; i++ {
+		k := i - first
+		if have[k] {
+			run = nil
+			continue
+		}
+		if c, ok := s.inflight[chunkKey{b.d, i}]; ok {
+			waits[k], run = c, nil
+			continue
+		}
+		if run == nil {
+			run = &fetchCall{done: make(chan struct{})}
+		}
+		mine[k] = run
+		s.inflight[chunkKey{b.d, i}] = run
+	}
+	s.mu.Unlock()
 	fetched := false
+	var err error
 	for i := first; i <= last; {
-		if have[i-first] {
+		c := mine[i-first]
+		if c == nil {
 			i++
 			continue
 		}
 		j := i
-		for j+1 <= last && !have[j+1-first] {
+		for j+1 <= last && mine[j+1-first] == c {
 			j++
 		}
-		from, to := (i-first)*cs, (j-first)*cs+b.chunkLen(j)
-		if err := b.fetch(i*cs, buf[from:to]); err != nil {
-			return 0, err
-		}
-		for k := i; k <= j; k++ {
-			at := (k - first) * cs
-			if err := s.cache.Put(b.d, k, buf[at:at+b.chunkLen(k)]); err != nil {
-				s.log.Warn("chunk cache", "err", err) // the bytes are served all the same
+		if err == nil { // after a failure, the other runs fail alike without asking again
+			from, to := (i-first)*cs, (j-first)*cs+b.chunkLen(j)
+			if err = b.fetch(i*cs, buf[from:to]); err == nil {
+				b.put(buf, first, i, j)
+				fetched = true
 			}
 		}
-		fetched = true
+		c.err = err
+		s.mu.Lock()
+		for k := i; k <= j; k++ {
+			delete(s.inflight, chunkKey{b.d, k})
+		}
+		s.mu.Unlock()
+		close(c.done)
 		i = j + 1
+	}
+	if err != nil {
+		return 0, err
+	}
+	for k, c := range waits {
+		if c == nil {
+			continue
+		}
+		<-c.done
+		i := first + int64(k)
+		at := int64(k) * cs
+		chunk := buf[at : at+b.chunkLen(i)]
+		if c.err == nil && s.cache.Get(b.d, i, chunk) {
+			continue
+		}
+		// Its fetch failed (this read tries again, as any read after it would), or the
+		// chunk was evicted since.
+		if err := b.fetch(i*cs, chunk); err != nil {
+			return 0, err
+		}
+		b.put(buf, first, i, i)
+		fetched = true
 	}
 	if fetched {
 		if err := b.checkWhole(); err != nil {
@@ -203,6 +269,17 @@ func (b *remoteBlob) ReadAt(p []byte, off int64) (int, error) {
 		return n, io.EOF
 	}
 	return n, nil
+}
+
+// put stores chunks i to j of the blob, which buf holds from chunk first on.
+func (b *remoteBlob) put(buf []byte, first, i, j int64) {
+	cs := b.s.cache.ChunkSize()
+	for k := i; k <= j; k++ {
+		at := (k - first) * cs
+		if err := b.s.cache.Put(b.d, k, buf[at:at+b.chunkLen(k)]); err != nil {
+			b.s.log.Warn("chunk cache", "err", err) // the bytes are served all the same
+		}
+	}
 }
 
 // fetch fills p with the blob's bytes from off, with one Range request. A body that

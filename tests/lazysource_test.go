@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -194,6 +195,47 @@ func TestRegistrySource(t *testing.T) {
 		if used := bounded.Used(); used > 1<<20 {
 			t.Fatalf("cache holds %d bytes, bound 1 MiB", used)
 		}
+	}
+
+	// Reads at once over the same chunks: each chunk is fetched once, by one of them.
+	shared := make([]byte, 2<<20)
+	rnd.Read(shared)
+	sd := r.putBlob(t, "test/blob", shared)
+	_, _, sentBefore := r.blobBytes(t)
+	csrc, err := client.NewSource(r.host, chunks.New(filepath.Join(t.TempDir(), "cache"), chunk, 0), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csrc.Saw("test/blob", sd, int64(len(shared)))
+	cb := must(csrc.Open(sd))
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := range 20 {
+				off := int64((w*7+k*13)%20) * 100 << 10
+				p := make([]byte, 150<<10)
+				n, err := cb.ReadAt(p, off)
+				if err != nil && err != io.EOF {
+					errs <- err
+					return
+				}
+				if !bytes.Equal(p[:n], shared[off:off+int64(n)]) {
+					errs <- fmt.Errorf("concurrent ReadAt(%d): wrong bytes", off)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if _, _, sentAfter := r.blobBytes(t); sentAfter-sentBefore != int64(len(shared)) {
+		t.Errorf("8 reads at once over a blob of %d bytes fetched %d, want each chunk once", len(shared), sentAfter-sentBefore)
 	}
 
 	// A registry that serves other bytes than the digest says (its storage changed
