@@ -16,6 +16,7 @@ import (
 
 	"github.com/imgfs/imgfs/store"
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // lazyFileSize and lazyFiles make each layer of the lazy mount test's image: 16 files of
@@ -238,5 +239,68 @@ func dropCaches(t *testing.T) {
 	exec.Command("sync").Run()
 	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0o200); err != nil {
 		t.Fatalf("dropping the kernel's caches (the test runs as root): %v", err)
+	}
+}
+
+// TestLazyMountTLSAuthZstd mounts lazily an image of zstd layers from a registry that
+// speaks HTTPS only (its CA given with --cert-dir) and asks for credentials (docker's
+// config.json): rootfs/ and export.tar are the pulled image's. Without credentials, the
+// image's lookup fails with EIO and the mount log says why.
+func TestLazyMountTLSAuthZstd(t *testing.T) {
+	r := startRegistryWith(t, registryOpts{tls: true, user: "imgfs", password: "s3cret"})
+	tmp := t.TempDir()
+	ref := r.host + "/test/zstd:1"
+	orig := filepath.Join(tmp, "orig")
+	s, err := store.Open(orig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := writeImageAs(s, ref, ocispec.MediaTypeImageLayerZstd, layer0(), layer1()); err != nil {
+		t.Fatal(err)
+	}
+	good := []string{"DOCKER_CONFIG=" + dockerConfig(t, r.host, "imgfs", "s3cret")}
+	certDir := "--cert-dir=" + r.certDir
+	run := func(env []string, store string, args ...string) {
+		t.Helper()
+		res := runWith(t, "", env, imgfsBin, append([]string{"--store", store}, args...)...)
+		if res.code != 0 {
+			t.Fatalf("imgfs %s: exit %d\n%s%s", strings.Join(args, " "), res.code, res.stdout, res.stderr)
+		}
+	}
+	run(good, orig, "push", "-q", certDir, ref)
+	pulled := filepath.Join(tmp, "pulled")
+	run(good, pulled, "pull", "-q", certDir, ref)
+	mntPulled, _ := mountStore(t, pulled)
+
+	lazy := filepath.Join(tmp, "lazy")
+	mnt := t.TempDir()
+	run(good, lazy, "mount", "--registry", r.host, certDir, mnt)
+	t.Cleanup(func() { unmountQuietly(mnt) })
+	img := filepath.Join(mnt, r.host, "test/zstd/1")
+	diffs, err := compareTrees(filepath.Join(img, "rootfs"), filepath.Join(mntPulled, r.host, "test/zstd/1/rootfs"),
+		cmpOpts{dirMtime: true, rootMeta: true})
+	if err != nil {
+		t.Fatalf("%v\nmount log:\n%s", err, mountLog(lazy))
+	}
+	if len(diffs) > 0 {
+		t.Errorf("rootfs/ of the zstd image differs from the pulled one's:\n%s", strings.Join(diffs, "\n"))
+	}
+	if res := runIn(t, "", "cmp", filepath.Join(img, "export.tar"), filepath.Join(mntPulled, r.host, "test/zstd/1/export.tar")); res.code != 0 {
+		t.Errorf("export.tar differs from the pulled one's: %s%s", res.stdout, res.stderr)
+	}
+	if ranged, _, _ := r.blobBytes(t); ranged == 0 {
+		t.Error("no Range GET in the registry's access log: the zstd layers were not read lazily")
+	}
+
+	anon := filepath.Join(tmp, "anon")
+	mnt2 := t.TempDir()
+	run([]string{"DOCKER_CONFIG=" + dockerConfig(t, r.host, "", "")}, anon, "mount", "--registry", r.host, certDir, mnt2)
+	t.Cleanup(func() { unmountQuietly(mnt2) })
+	_, err = os.Stat(filepath.Join(mnt2, r.host, "test/zstd/1"))
+	if !errors.Is(err, syscall.EIO) {
+		t.Errorf("looking up the image without credentials: %v, want EIO", err)
+	}
+	if log := mountLog(anon); !strings.Contains(log, "refused access") {
+		t.Errorf("the mount log does not say the registry refused access:\n%s", log)
 	}
 }
