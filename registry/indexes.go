@@ -368,13 +368,19 @@ func (e *IndexRefused) Error() string {
 // *IndexRefused joined), for the caller to log: the layers without an index are indexed
 // from their blobs.
 func (c *Client) SharedIndexes(ctx context.Context, repo name.Repository, manifest ocispec.Descriptor, m ocispec.Manifest, diffIDs []digest.Digest) (map[digest.Digest]*layerindex.Index, error) {
+	rc, err := c.repoClient(ctx, repo, transport.PullScope)
+	if err != nil {
+		return map[digest.Digest]*layerindex.Index{}, err
+	}
+	return rc.sharedIndexes(ctx, manifest, m, diffIDs)
+}
+
+// sharedIndexes is SharedIndexes through rc, the repository's client: a lazy mount keeps
+// one per repository (Source.client), where making one asks the registry again.
+func (rc *repoClient) sharedIndexes(ctx context.Context, manifest ocispec.Descriptor, m ocispec.Manifest, diffIDs []digest.Digest) (map[digest.Digest]*layerindex.Index, error) {
 	found := map[digest.Digest]*layerindex.Index{}
 	if len(diffIDs) != len(m.Layers) {
 		return found, fmt.Errorf("manifest %s: %d layers, the config %d diffIDs", manifest.Digest, len(m.Layers), len(diffIDs))
-	}
-	rc, err := c.repoClient(ctx, repo, transport.PullScope)
-	if err != nil {
-		return found, err
 	}
 	list, _, _, err := rc.referrers(ctx, manifest.Digest)
 	if err != nil || len(list) == 0 {

@@ -3,15 +3,18 @@ package registry
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/distribution/reference"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/imgfs/imgfs/store"
+	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
@@ -20,14 +23,17 @@ import (
 // memory), and its blobs read in place (Source).
 type Remote struct {
 	c   *Client
-	s   *store.Store // for the platform an image index is resolved to
+	s   *store.Store // for the platform an image index is resolved to, and the layer indexes
 	src *Source
+
+	mu     sync.Mutex
+	shared map[digest.Digest]chan struct{} // image manifests whose shared indexes were asked for, closed when done
 }
 
 // NewRemote returns the Remote of the registry src reads from; s picks the platform of
 // an image index, as a pull into s would.
 func (c *Client) NewRemote(s *store.Store, src *Source) *Remote {
-	return &Remote{c: c, s: s, src: src}
+	return &Remote{c: c, s: s, src: src, shared: map[digest.Digest]chan struct{}{}}
 }
 
 // Host is the registry's HOST[:PORT].
@@ -113,11 +119,71 @@ func (r *Remote) Resolve(ctx context.Context, repo, tagOrDigest string) (img sto
 	if config, err = r.smallBlob(repo, m.Config); err != nil {
 		return img, nil, nil, err
 	}
+	r.useSharedIndexes(ctx, repo, mdesc, m, config)
 	img = store.Image{Target: target, Descriptor: mdesc, Manifest: m, ID: m.Config.Digest}
 	if _, byTag := ref.(name.Tag); byTag {
 		img.Name = named
 	}
 	return img, raw, config, nil
+}
+
+// useSharedIndexes stores in the store the layer indexes the registry shares for image
+// manifest m (mdesc its descriptor, config its config, both verified) that the store
+// lacks, so that no layer of them is streamed to be indexed. The registry is asked once
+// per manifest, before Resolve returns it (a second Resolve of it waits for the first's
+// answer): the mount's first read of a layer comes after, and finds its index stored.
+// What the registry would not give (each index refused and why, or its failure) is logged
+// then, once; the layers without an index are indexed from their blobs, as without any.
+func (r *Remote) useSharedIndexes(ctx context.Context, repo string, mdesc ocispec.Descriptor, m ocispec.Manifest, config []byte) {
+	r.mu.Lock()
+	done, asked := r.shared[mdesc.Digest]
+	if asked {
+		r.mu.Unlock()
+		<-done
+		return
+	}
+	done = make(chan struct{})
+	r.shared[mdesc.Digest] = done
+	r.mu.Unlock()
+	defer close(done)
+
+	missing := false
+	for _, l := range m.Layers {
+		if isTarLayer(l.MediaType) && !r.s.HasLayerIndex(l) {
+			missing = true
+			break
+		}
+	}
+	var cfg ocispec.Image
+	if !missing || json.Unmarshal(config, &cfg) != nil {
+		return // a config that is not one fails the image's tree, which says so
+	}
+	rc, err := r.src.client(repo)
+	if err != nil {
+		r.src.log.Warn("layer indexes from the registry not used: its layers are indexed from their blobs",
+			"registry", r.Host(), "image", repo+"@"+mdesc.Digest.String(), "err", err)
+		return
+	}
+	found, err := rc.sharedIndexes(ctx, mdesc, m, cfg.RootFS.DiffIDs)
+	var used []string
+	for _, l := range m.Layers {
+		ix := found[l.Digest]
+		if ix == nil || r.s.HasLayerIndex(l) {
+			continue
+		}
+		if perr := r.s.PutLayerIndex(ix); perr != nil {
+			err = errors.Join(err, fmt.Errorf("layer %s: storing its index: %w", l.Digest, perr))
+			continue
+		}
+		used = append(used, l.Digest.String())
+	}
+	if len(used) > 0 {
+		r.src.log.Info("layer indexes from the registry", "registry", r.Host(), "image", repo+"@"+mdesc.Digest.String(), "layers", used)
+	}
+	if err != nil {
+		r.src.log.Warn("layer indexes from the registry not used: those layers are indexed from their blobs",
+			"registry", r.Host(), "image", repo+"@"+mdesc.Digest.String(), "err", oneLine(err.Error()))
+	}
 }
 
 // isIndex says whether media type mt is an image index's (OCI or docker's list).

@@ -116,6 +116,29 @@ func (s *Store) layerStream(desc ocispec.Descriptor, src BlobSource) (*layerinde
 	return s.layerIndex(desc, src)
 }
 
+// HasLayerIndex says whether the store holds a usable index of the layer blob desc
+// describes (in memory, or stored: of this blob, of this format), without building one
+// and without reading the stored one's table of contents.
+func (s *Store) HasLayerIndex(desc ocispec.Descriptor) bool {
+	if desc.Digest.Validate() != nil {
+		return false
+	}
+	s.cacheMu.Lock()
+	for _, m := range []map[digest.Digest]*layerindex.Index{s.layers, s.streams} {
+		if ix, ok := m[desc.Digest]; ok && matches(ix, desc) {
+			s.cacheMu.Unlock()
+			return true
+		}
+	}
+	s.cacheMu.Unlock()
+	data, err := os.ReadFile(s.layerIndexPath(desc.Digest))
+	if err != nil {
+		return false
+	}
+	ix := new(layerindex.Index)
+	return ix.UnmarshalWithoutEntries(data) == nil && matches(ix, desc)
+}
+
 func (s *Store) loadOrBuild(desc ocispec.Descriptor, src BlobSource) (*layerindex.Index, error) {
 	p := s.layerIndexPath(desc.Digest)
 	ix, unusable := loadIndex(p, desc)

@@ -234,3 +234,41 @@ func TestWriteLayer(t *testing.T) {
 		t.Fatalf("WriteLayer(truncated) = %v", err)
 	}
 }
+
+// TestHasLayerIndex: a layer has an index once one is built or put, in memory or on disk
+// (a new Store sees the stored one), and not when what is stored is another blob's.
+func TestHasLayerIndex(t *testing.T) {
+	s := openStore(t)
+	a := writeImage(t, s, imageOpts{Files: map[string]string{"etc/a": "aaa"}})
+	b := writeImage(t, s, imageOpts{Files: map[string]string{"etc/b": "bbb"}})
+	if s.HasLayerIndex(a.Layer) {
+		t.Fatal("an index before any was built")
+	}
+	ix, err := s.LayerIndex(a.Layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.HasLayerIndex(a.Layer) {
+		t.Fatal("no index after LayerIndex")
+	}
+	s2, _ := Open(s.Root())
+	if !s2.HasLayerIndex(a.Layer) {
+		t.Fatal("a new Store does not see the stored index")
+	}
+	wrongSize := a.Layer
+	wrongSize.Size++
+	if s2.HasLayerIndex(wrongSize) {
+		t.Fatal("an index for a descriptor of another size")
+	}
+	// b's path holding a's index: not b's.
+	data, _ := os.ReadFile(s.layerIndexPath(a.Layer.Digest))
+	os.MkdirAll(filepath.Dir(s.layerIndexPath(b.Layer.Digest)), 0o755)
+	os.WriteFile(s.layerIndexPath(b.Layer.Digest), data, 0o644)
+	s3, _ := Open(s.Root())
+	if s3.HasLayerIndex(b.Layer) {
+		t.Fatal("another blob's index taken for b's")
+	}
+	if err := s3.PutLayerIndex(ix); err != nil || !s3.HasLayerIndex(a.Layer) {
+		t.Fatalf("after PutLayerIndex: %v", err)
+	}
+}

@@ -226,6 +226,42 @@ func (r *testRegistry) putManifest(t *testing.T, repo, ref, mt string, raw []byt
 	}
 }
 
+// sharedIndex is an index blob of an artifact, given as layer's.
+type sharedIndex struct {
+	layer digest.Digest
+	data  []byte
+}
+
+// putIndexArtifact puts into repo, as any tool may, an artifact of layer indexes whose
+// subject is image manifest subject, holding indexes, and lists it alone under the
+// subject's fallback tag (distribution 2.8 has no referrers API). It returns the
+// artifact's digest.
+func (r *testRegistry) putIndexArtifact(t *testing.T, repo string, subject ocispec.Descriptor, indexes ...sharedIndex) digest.Digest {
+	t.Helper()
+	empty := r.upload(t, repo, []byte("{}"))
+	var layers []ocispec.Descriptor
+	for _, ix := range indexes {
+		blob := r.upload(t, repo, ix.data)
+		blob.MediaType = registry.IndexMediaType
+		blob.Annotations = map[string]string{registry.LayerDigestAnnotation: ix.layer.String()}
+		layers = append(layers, blob)
+	}
+	m := ocispec.Manifest{MediaType: ocispec.MediaTypeImageManifest, ArtifactType: registry.IndexesArtifactType,
+		Config:  ocispec.Descriptor{MediaType: ocispec.MediaTypeEmptyJSON, Digest: empty.Digest, Size: empty.Size},
+		Layers:  layers,
+		Subject: &ocispec.Descriptor{MediaType: subject.MediaType, Digest: subject.Digest, Size: subject.Size}}
+	m.SchemaVersion = 2
+	raw, _ := json.Marshal(m)
+	ad := digest.FromBytes(raw)
+	r.putManifest(t, repo, ad.String(), ocispec.MediaTypeImageManifest, raw)
+	list := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{{
+		MediaType: ocispec.MediaTypeImageManifest, ArtifactType: registry.IndexesArtifactType, Digest: ad, Size: int64(len(raw))}}}
+	list.SchemaVersion = 2
+	lraw, _ := json.Marshal(list)
+	r.putManifest(t, repo, "sha256-"+subject.Digest.Encoded(), ocispec.MediaTypeImageIndex, lraw)
+	return ad
+}
+
 // TestSharedIndexesForged: artifacts another tool put in the registry for the image, each
 // listed under its fallback tag alone, are refused where an index does not name the
 // layer's digest, size and diffID, or is damaged: another layer's index given as this
@@ -250,7 +286,6 @@ func TestSharedIndexesForged(t *testing.T) {
 	corrupt := bin(indexes[l1])
 	corrupt[len(corrupt)/2] ^= 0x20
 
-	empty := r.upload(t, "test/app", []byte("{}"))
 	for _, c := range []struct {
 		what   string
 		index  []byte // given as layer 1's
@@ -261,22 +296,7 @@ func TestSharedIndexesForged(t *testing.T) {
 		{"corrupt bytes", corrupt, "corrupt index"},
 	} {
 		t.Run(c.what, func(t *testing.T) {
-			blob := r.upload(t, "test/app", c.index)
-			blob.MediaType = registry.IndexMediaType
-			blob.Annotations = map[string]string{registry.LayerDigestAnnotation: l1.String()}
-			m := ocispec.Manifest{MediaType: ocispec.MediaTypeImageManifest, ArtifactType: registry.IndexesArtifactType,
-				Config:  ocispec.Descriptor{MediaType: ocispec.MediaTypeEmptyJSON, Digest: empty.Digest, Size: empty.Size},
-				Layers:  []ocispec.Descriptor{blob},
-				Subject: &ocispec.Descriptor{MediaType: img.manifest.MediaType, Digest: img.manifest.Digest, Size: img.manifest.Size}}
-			m.SchemaVersion = 2
-			raw, _ := json.Marshal(m)
-			ad := digest.FromBytes(raw)
-			r.putManifest(t, "test/app", ad.String(), ocispec.MediaTypeImageManifest, raw)
-			list := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{{
-				MediaType: ocispec.MediaTypeImageManifest, ArtifactType: registry.IndexesArtifactType, Digest: ad, Size: int64(len(raw))}}}
-			list.SchemaVersion = 2
-			lraw, _ := json.Marshal(list)
-			r.putManifest(t, "test/app", "sha256-"+img.manifest.Digest.Encoded(), ocispec.MediaTypeImageIndex, lraw)
+			ad := r.putIndexArtifact(t, "test/app", img.manifest, sharedIndex{l1, c.index})
 
 			got, err := sharedIndexes(t, r, "test/app", s, img)
 			if len(got) != 0 {
