@@ -1,13 +1,16 @@
 package tests
 
 import (
+	"archive/tar"
 	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/imgfs/imgfs/layerindex"
 	"github.com/imgfs/imgfs/store"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -97,4 +100,186 @@ func TestLazySharedIndexes(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestLazyForgedIndexes: indexes forged in the registry, each given to a lazy mount of an
+// empty store as the artifact of the image's indexes (put by hand, as any tool with push
+// rights may), with the image skopeo pushed.
+//   - Another layer's index, given as layer 1's: refused (logged once, with the reason),
+//     layer 1 streamed once to be indexed, layer 0's honest index taken; the image reads
+//     as the original does.
+//   - Entry offsets shifted to another file's data (digest, size and diffID right, so
+//     taken): those files give EIO, never the other file's bytes, logged once; the
+//     others read right.
+//   - A span's CRCs changed (taken too): every read that touches the span gives EIO, never
+//     wrong bytes; the files outside it read right.
+func TestLazyForgedIndexes(t *testing.T) {
+	r := startRegistry(t)
+	tmp := t.TempDir()
+	orig := filepath.Join(tmp, "orig")
+	s, img := origImage(t, orig, r.host+"/test/app:1")
+	indexes := storeIndexes(t, s, img)
+	l0, l1 := img.layers[0].Digest, img.layers[1].Digest
+	bin := func(ix *layerindex.Index) []byte {
+		b, err := ix.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	mntOrig, _ := mountStore(t, orig)
+	origDir := filepath.Join(mntOrig, r.host, "test/app/1")
+
+	// mount pushes the image to repo with the artifact of indexes, mounts the registry on
+	// an empty store and returns the image's directory, the store, and where the
+	// registry's blob GETs were before the mount.
+	mount := func(t *testing.T, repo string, indexes ...sharedIndex) (dir, lazy string, gets int) {
+		t.Helper()
+		r.skopeoPush(t, orig, "1", repo+":1")
+		r.putIndexArtifact(t, repo, img.manifest, indexes...)
+		lazy = filepath.Join(tmp, strings.ReplaceAll(repo, "/", "-"))
+		mnt := t.TempDir()
+		r.blobBytes(t) // the access log settled
+		gets = len(r.blobGets(t))
+		imgfsOK(t, lazy, "mount", "--registry", r.host, mnt)
+		t.Cleanup(func() { unmountQuietly(mnt) })
+		return filepath.Join(mnt, r.host, repo, "1"), lazy, gets
+	}
+	// mustEIO checks that cat of each path fails with EIO and prints nothing.
+	mustEIO := func(t *testing.T, dir string, paths ...string) {
+		t.Helper()
+		for _, p := range paths {
+			res := runIn(t, "", "cat", filepath.Join(dir, p))
+			if res.code == 0 || !strings.Contains(res.stderr, "Input/output error") || res.stdout != "" {
+				t.Errorf("cat %s: exit %d, stdout %q, stderr %q; want Input/output error and nothing printed", p, res.code, res.stdout, res.stderr)
+			}
+		}
+	}
+
+	t.Run("another layer's index", func(t *testing.T) {
+		dir, lazy, gets := mount(t, "test/other", sharedIndex{l0, bin(indexes[l0])}, sharedIndex{l1, bin(indexes[l0])})
+		for _, sub := range []string{"rootfs", "layers/0", "layers/1"} {
+			diffs, err := compareTrees(filepath.Join(dir, sub), filepath.Join(origDir, sub), cmpOpts{dirMtime: true, rootMeta: true})
+			if err != nil {
+				t.Fatalf("%v\nmount log:\n%s", err, mountLog(lazy))
+			}
+			if len(diffs) > 0 {
+				t.Errorf("%s differs from the original's:\n%s", sub, strings.Join(diffs, "\n"))
+			}
+		}
+		r.blobBytes(t)
+		whole := wholeLayerGets(r.blobGets(t)[gets:], img.layers)
+		if whole[l0] != 0 || whole[l1] != 1 {
+			t.Errorf("whole GETs: layer 0 %d, layer 1 %d; want 0 (its index taken) and 1 (indexed from its blob)", whole[l0], whole[l1])
+		}
+		log := mountLog(lazy)
+		if n := strings.Count(log, "not used"); n != 1 || !strings.Contains(log, "layer "+l1.String()+": index from") ||
+			!strings.Contains(log, "it indexes blob "+l0.String()) {
+			t.Errorf("the mount log has %d lines of indexes not used, want 1 saying layer 1's index is layer 0's:\n%s", n, log)
+		}
+	})
+
+	t.Run("entry offsets shifted to another file", func(t *testing.T) {
+		ix := indexes[l0]
+		entries := ix.TOC.Entries()
+		offsets := map[string]int64{}
+		for _, e := range entries {
+			offsets[e.Name] = e.Offset
+		}
+		for i, e := range entries {
+			switch e.Name {
+			case "old/a":
+				entries[i].Offset = offsets["old/b"]
+			case "bin/tool":
+				entries[i].Offset = offsets["bin/cap"]
+			}
+		}
+		forged := *ix
+		forged.TOC = layerindex.NewTOC(entries)
+		dir, lazy, gets := mount(t, "test/offsets", sharedIndex{l0, bin(&forged)}, sharedIndex{l1, bin(indexes[l1])})
+		mustEIO(t, dir, "layers/0/old/a", "rootfs/bin/tool", "layers/0/bin/tool", "layers/0/old/a")
+		for p, want := range map[string]string{"layers/0/old/b": "b\n", "rootfs/bin/cap": "#!/bin/sh\necho cap\n", "rootfs/opq/y": "y\n"} {
+			if got := ok(t, "", "cat", filepath.Join(dir, p)); got != want {
+				t.Errorf("cat %s = %q, want %q", p, got, want)
+			}
+		}
+		r.blobBytes(t)
+		if whole := wholeLayerGets(r.blobGets(t)[gets:], img.layers); len(whole) != 0 {
+			t.Errorf("layers fetched whole: %v; want none (the indexes taken)", whole)
+		}
+		log := mountLog(lazy)
+		if n := strings.Count(log, "does not match the index"); n != 1 || strings.Contains(log, "not used") {
+			t.Errorf("the mount log says %d times that a header does not match the index, want once, and no index refused:\n%s", n, log)
+		}
+	})
+
+	t.Run("span CRCs changed", func(t *testing.T) {
+		ix := indexes[l0]
+		forged := *ix
+		forged.Checkpoints = slices.Clone(ix.Checkpoints)
+		// The span of etc/hello.txt, after the 5 MiB file: not the first.
+		var at int64
+		for _, e := range ix.TOC.Entries() {
+			if e.Name == "etc/hello.txt" {
+				at = e.Offset
+			}
+		}
+		k := len(ix.Checkpoints) - 1
+		for k > 0 && ix.Checkpoints[k].Out > at {
+			k--
+		}
+		if k == 0 {
+			t.Fatalf("etc/hello.txt at %d is in the first span of layer 0 (checkpoints %d): the test needs a span before it", at, len(ix.Checkpoints))
+		}
+		start, end := ix.Checkpoints[k].Out, ix.Size
+		if k+1 < len(ix.Checkpoints) {
+			end = ix.Checkpoints[k+1].Out
+		}
+		cp := &forged.Checkpoints[k]
+		cp.CRCs = slices.Clone(cp.CRCs)
+		for i := range cp.CRCs {
+			cp.CRCs[i] ^= 1
+		}
+		dir, lazy, _ := mount(t, "test/crcs", sharedIndex{l0, bin(&forged)}, sharedIndex{l1, bin(indexes[l1])})
+		var bad, good int
+		for _, e := range ix.TOC.Entries() {
+			if e.Type != tar.TypeReg || e.Size == 0 {
+				continue
+			}
+			p := "layers/0/" + e.Name
+			want := must(os.ReadFile(filepath.Join(origDir, p)))
+			// The read checks the tar header before the data too. A file that starts
+			// before the span gives its bytes up to the span, then EIO.
+			if e.Offset-512 < end && e.Offset+e.Size > start {
+				res := runIn(t, "", "cat", filepath.Join(dir, p))
+				if res.code == 0 || !strings.Contains(res.stderr, "Input/output error") ||
+					!bytes.HasPrefix(want, []byte(res.stdout)) || int64(len(res.stdout)) > max(0, start-e.Offset) {
+					t.Errorf("cat %s: exit %d, %d bytes (a prefix of the file's: %v), stderr %q; want EIO by byte %d of it, no wrong byte",
+						p, res.code, len(res.stdout), bytes.HasPrefix(want, []byte(res.stdout)), res.stderr, max(0, start-e.Offset))
+				}
+				bad++
+				continue
+			}
+			if got, err := os.ReadFile(filepath.Join(dir, p)); err != nil || !bytes.Equal(got, want) {
+				t.Errorf("%s, outside the forged span: %d bytes, %v; want its %d bytes", p, len(got), err, len(want))
+			}
+			good++
+		}
+		if bad == 0 || good == 0 {
+			t.Fatalf("%d files in the forged span, %d outside: want some of each", bad, good)
+		}
+		// layers/0.tar read whole: what it gives before EIO is the layer's tar.
+		res := runIn(t, "", "cat", filepath.Join(dir, "layers/0.tar"))
+		want := must(os.ReadFile(filepath.Join(origDir, "layers/0.tar")))
+		if res.code == 0 || !strings.Contains(res.stderr, "Input/output error") || !bytes.HasPrefix(want, []byte(res.stdout)) ||
+			int64(len(res.stdout)) > start {
+			t.Errorf("cat layers/0.tar: exit %d, %d bytes (a prefix of the layer's: %v), stderr %q; want EIO by byte %d, no wrong byte",
+				res.code, len(res.stdout), bytes.HasPrefix(want, []byte(res.stdout)), res.stderr, start)
+		}
+		t.Logf("%d files of layer 0 touch the forged span, %d do not", bad, good)
+		log := mountLog(lazy)
+		if n := strings.Count(log, "read failed"); n != 1 || !strings.Contains(log, "fail their checksum") || strings.Contains(log, "not used") {
+			t.Errorf("the mount log has %d failed reads, want 1 saying the bytes fail their checksum, and no index refused:\n%s", n, log)
+		}
+	})
 }
