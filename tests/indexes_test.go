@@ -25,7 +25,7 @@ import (
 )
 
 // sharedIndexes calls registry.SharedIndexes for image img of repository repo (test/...)
-// on r, as a lazy mount will.
+// on r, as a lazy mount does.
 func sharedIndexes(t *testing.T, r *testRegistry, repo string, s *store.Store, img image) (map[digest.Digest]*layerindex.Index, error) {
 	t.Helper()
 	c, err := registry.New(registry.Options{})
