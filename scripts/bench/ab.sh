@@ -1,6 +1,7 @@
 # shellcheck shell=bash disable=SC2034,SC2154 # SC2154: bin, mnt, daemon are the sourcing script's; ab, sides, base_rev: read by the scripts that source this
-# Sourced by walk.sh, export.sh and diff.sh (from the repository's root, $work set): rounds,
-# medians, the A/B mode that times another commit's imgfs in the same run, and fixtures.
+# Sourced by walk.sh, export.sh, diff.sh, pull.sh and lazy.sh (from the repository's root,
+# $work set): rounds, medians, the A/B mode that times another commit's imgfs in the same
+# run, and fixtures.
 #   ROUNDS=N    timed runs of every figure (default 3); the median is the middle one (the mean
 #               of the middle two when N is even).
 #   BASE=REV    also build REV's imgfs (in a throwaway `git worktree add --detach` under $work,
