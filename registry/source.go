@@ -202,6 +202,12 @@ func (b *remoteBlob) ReadAt(p []byte, off int64) (int, error) {
 			waits[k], run = c, nil
 			continue
 		}
+		// Another read may have fetched it, and left inflight, since the look above.
+		at := k * cs
+		if s.cache.Get(b.d, i, buf[at:at+b.chunkLen(i)]) {
+			have[k], run = true, nil
+			continue
+		}
 		if run == nil {
 			run = &fetchCall{done: make(chan struct{})}
 		}
