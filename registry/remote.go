@@ -53,12 +53,14 @@ func (r *Remote) Repositories(ctx context.Context) ([]string, error) {
 	return repos, nil
 }
 
-// Tags lists the tags of repository repo.
+// Tags lists the tags of repository repo, but for the fallback tags that list referrers
+// (layer indexes, signatures): they name no image.
 func (r *Remote) Tags(ctx context.Context, repo string) ([]string, error) {
 	tags, err := r.c.puller.List(ctx, r.src.reg.Repo(repo))
 	if err != nil {
 		return nil, describe(err, r.src.reg.Repo(repo).Tag(""), "")
 	}
+	tags = slices.DeleteFunc(tags, IsFallbackTag)
 	slices.Sort(tags)
 	return tags, nil
 }

@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"fmt"
+	"hash"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -105,7 +106,8 @@ func (s *Source) Open(d digest.Digest) (store.Blob, error) {
 }
 
 // Stream opens blob d whole, from its start: one GET, resumed where it breaks, for the
-// index build of a layer (which verifies the digest). It bypasses the chunk cache.
+// index build of a layer (which verifies the digest). Its bytes fill the chunk cache as
+// they pass, so that the reads after the build fetch nothing again.
 func (s *Source) Stream(d digest.Digest) (io.ReadCloser, error) {
 	b, err := s.lookup(d)
 	if err != nil {
@@ -115,7 +117,76 @@ func (s *Source) Stream(d digest.Digest) (io.ReadCloser, error) {
 	if err != nil {
 		return nil, err
 	}
-	return rc.blob(context.Background(), d, b.size), nil
+	return &cacheTee{s: s, d: d, size: b.size, r: rc.blob(context.Background(), d, b.size), h: d.Algorithm().Hash()}, nil
+}
+
+// cacheTee puts a streamed blob's chunks in the chunk cache as they pass, and, at its
+// end, marks the blob verified when its bytes hash to its digest, or drops them when not.
+type cacheTee struct {
+	s     *Source
+	d     digest.Digest
+	size  int64
+	r     io.ReadCloser
+	h     hash.Hash
+	n     int64  // bytes read
+	buf   []byte // the chunk being filled
+	chunk int64  // its number
+}
+
+func (t *cacheTee) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	t.h.Write(p[:n])
+	t.n += int64(n)
+	for b := p[:n]; len(b) > 0; {
+		k := min(int(t.s.cache.ChunkSize())-len(t.buf), len(b))
+		t.buf = append(t.buf, b[:k]...)
+		b = b[k:]
+		if int64(len(t.buf)) == t.s.cache.ChunkSize() {
+			t.put()
+		}
+	}
+	if err == io.EOF {
+		t.put()
+		if t.n == t.size && digest.NewDigest(t.d.Algorithm(), t.h) == t.d {
+			// Marked only if every chunk is still in (a small cache evicts as it fills):
+			// a chunk fetched again later is checked with the whole blob.
+			if t.whole() {
+				if err := t.s.cache.SetVerified(t.d); err != nil {
+					t.s.log.Warn("chunk cache", "err", err)
+				}
+				if !t.whole() { // evicted in between: the mark must not outlive a chunk
+					t.s.cache.Remove(t.d)
+				}
+			}
+		} else {
+			t.s.cache.Remove(t.d) // the index build fails on it too, and says why
+		}
+		return n, io.EOF
+	}
+	return n, err
+}
+
+func (t *cacheTee) put() {
+	if len(t.buf) > 0 {
+		if err := t.s.cache.Put(t.d, t.chunk, t.buf); err != nil {
+			t.s.log.Warn("chunk cache", "err", err) // the stream goes on all the same
+		}
+	}
+	t.chunk++
+	t.buf = t.buf[:0]
+}
+
+func (t *cacheTee) Close() error { return t.r.Close() }
+
+// whole reports whether the cache holds every chunk of the blob.
+func (t *cacheTee) whole() bool {
+	cs := t.s.cache.ChunkSize()
+	for i := int64(0); i*cs < t.size; i++ {
+		if !t.s.cache.Has(t.d, i, min(cs, t.size-i*cs)) {
+			return false
+		}
+	}
+	return true
 }
 
 // Fetched returns how many bytes of blob d the chunk cache holds.

@@ -336,8 +336,12 @@ func TestRegistryLayerIndex(t *testing.T) {
 	if !bytes.Equal(got, tarBuf.Bytes()) {
 		t.Fatal("the layer's stream from the registry is not its tar")
 	}
-	if ranged, whole, _ := r.blobBytes(t); ranged == 0 || whole != 1 {
-		t.Fatalf("%d Range and %d whole GETs, want Range GETs for the read", ranged, whole)
+	// The stream that built the index filled the chunk cache: the read asks for nothing.
+	if ranged, whole, _ := r.blobBytes(t); ranged != 0 || whole != 1 {
+		t.Fatalf("%d Range and %d whole GETs, want the one whole GET alone: the index build's stream fills the cache", ranged, whole)
+	}
+	if !chunks.New(s.ChunkCacheDir(), 0, 0).Verified(d) {
+		t.Errorf("the blob streamed whole, its digest right, is not marked verified in the cache")
 	}
 	if _, _, err := s.GC(); err != nil {
 		t.Fatal(err)
