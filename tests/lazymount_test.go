@@ -309,3 +309,42 @@ func TestLazyMountTLSAuthZstd(t *testing.T) {
 		t.Errorf("the mount log does not say the registry refused access:\n%s", log)
 	}
 }
+
+// TestLazyMountSkopeoZstd: an image skopeo pushed with its layers recompressed as zstd
+// (--dest-compress-format zstd), no layer indexes in the registry, mounts lazily: its
+// layers are zstd in the registry, rootfs/ is the original's entry by entry, and the
+// mount's export.tar loads in docker (docker save without docker pull) with the image's ID.
+func TestLazyMountSkopeoZstd(t *testing.T) {
+	r := startRegistry(t)
+	tmp := t.TempDir()
+	orig := filepath.Join(tmp, "orig")
+	_, img := origImage(t, orig, "test/z:1")
+	skopeo := needProgram(t, "skopeo", "skopeo")
+	ok(t, "", skopeo, "copy", "--quiet", "--dest-tls-verify=false", "--dest-compress-format", "zstd",
+		"oci:"+orig+":1", "docker://"+r.host+"/test/z:1")
+
+	lazy := filepath.Join(tmp, "lazy")
+	mnt := t.TempDir()
+	imgfsOK(t, lazy, "mount", "--registry", r.host, mnt)
+	t.Cleanup(func() { unmountQuietly(mnt) })
+	dir := filepath.Join(mnt, r.host, "test/z/1")
+	var m ocispec.Manifest
+	readJSONFile(t, filepath.Join(dir, "manifest.json"), &m)
+	for _, l := range m.Layers {
+		if !strings.Contains(l.MediaType, "zstd") {
+			t.Fatalf("skopeo pushed a layer of media type %s, want zstd", l.MediaType)
+		}
+	}
+	mntOrig, _ := mountStore(t, orig)
+	diffs, err := compareTrees(filepath.Join(dir, "rootfs"), filepath.Join(mntOrig, "test/z/1/rootfs"), cmpOpts{dirMtime: true, rootMeta: true})
+	if err != nil {
+		t.Fatalf("%v\nmount log:\n%s", err, mountLog(lazy))
+	}
+	reportDiffs(t, "rootfs/ of the zstd image from the registry against the original's", diffs)
+
+	archive := filepath.Join(tmp, "export.tar")
+	ok(t, "", "cp", filepath.Join(dir, "export.tar"), archive)
+	if id, _ := dockerLoad(t, archive); id != img.id.String() {
+		t.Errorf("docker load of the lazy mount's export.tar: image ID %s, want %s", id, img.id)
+	}
+}
