@@ -46,16 +46,7 @@ type IndexesPushed struct {
 // them. A manifest whose layers the registry shares usable indexes of already (see
 // SharedIndexes) has nothing streamed or sent.
 func (c *Client) PushIndexes(ctx context.Context, refStr string, opts IndexPushOptions) ([]IndexesPushed, error) {
-	say := opts.Status
-	if say == nil {
-		say = func(string, string) {}
-	}
-	var mu sync.Mutex
-	status := func(id, msg string) {
-		mu.Lock()
-		defer mu.Unlock()
-		say(id, msg)
-	}
+	status := serialized(opts.Status)
 	ref, err := c.ParseReference(refStr)
 	if err != nil {
 		return nil, err

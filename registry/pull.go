@@ -53,16 +53,7 @@ type PullResult struct {
 // failed kept in staging (store.Staging); a download that breaks resumes where it broke.
 // index.json and blobs/ change only at the end; a failed pull leaves them as they were.
 func (c *Client) Pull(ctx context.Context, s *store.Store, refStr string, opts PullOptions) (*PullResult, error) {
-	status := opts.Status
-	if status == nil {
-		status = func(string, string) {}
-	}
-	var mu sync.Mutex
-	say := func(id, msg string) {
-		mu.Lock()
-		defer mu.Unlock()
-		status(id, msg)
-	}
+	say := serialized(opts.Status)
 	ref, err := c.ParseReference(refStr)
 	if err != nil {
 		return nil, err
@@ -425,6 +416,20 @@ func (p *imagePuller) putArtifactBlob(ctx context.Context, desc ocispec.Descript
 	}
 	p.other[desc.Digest] = true
 	return nil
+}
+
+// serialized returns status called by one goroutine at a time, or a no-op for nil: the
+// Status callbacks of pull, push and index push hear from their workers one at a time.
+func serialized(status func(id, msg string)) func(id, msg string) {
+	if status == nil {
+		return func(string, string) {}
+	}
+	var mu sync.Mutex
+	return func(id, msg string) {
+		mu.Lock()
+		defer mu.Unlock()
+		status(id, msg)
+	}
 }
 
 // manifestShape is what push and pull read of a manifest or image index: a manifest has

@@ -59,16 +59,7 @@ type Pushed struct {
 // after its manifests. Then each image manifest's layer indexes go up as an artifact
 // whose subject is the manifest (see SharedIndexes), unless the registry lists it already.
 func (c *Client) Push(ctx context.Context, s *store.Store, refStr string, opts PushOptions) ([]Pushed, error) {
-	status := opts.Status
-	if status == nil {
-		status = func(string, string) {}
-	}
-	var mu sync.Mutex
-	say := func(id, msg string) {
-		mu.Lock()
-		defer mu.Unlock()
-		status(id, msg)
-	}
+	say := serialized(opts.Status)
 	named, err := reference.ParseNormalizedNamed(refStr)
 	if err != nil {
 		return nil, fmt.Errorf("invalid reference %q: %v", refStr, err)
