@@ -30,6 +30,27 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN{if (b > 0) printf "%.2f", a / b; else p
 fixture_stale() { [ "$(cat "$work/$1.size_mb" 2>/dev/null || echo "$2")" != "${SIZE_MB:-$2}" ]; }
 fixture_made() { echo "${SIZE_MB:-$2}" >"$work/$1.size_mb"; }
 
+# app_image: the image of export.sh, pull.sh and lazy.sh in $work, made by $work/lxbench
+# unless there already for SIZE_MB (350 by default): two pigz -6 layers of 4/7 and 3/7 of
+# SIZE_MB of tar, l1.tar.gz and l2.tar.gz, and the OCI layout img naming it bench/app:1.
+app_image() {
+  if [ ! -d "$work/img" ] || fixture_stale img 350; then
+    rm -rf "$work/img"
+    local mb=${SIZE_MB:-350}
+    "$work/lxbench" mktar -size $(((mb << 20) * 4 / 7)) -o "$work/l1.tar"
+    "$work/lxbench" mktar -size $(((mb << 20) * 3 / 7)) -o "$work/l2.tar"
+    pigz -6 -c "$work/l1.tar" >"$work/l1.tar.gz"; pigz -6 -c "$work/l2.tar" >"$work/l2.tar.gz"
+    rm -f "$work/l1.tar" "$work/l2.tar"
+    "$work/lxbench" mkoci -o "$work/img" -name bench/app:1 "$work/l1.tar.gz" "$work/l2.tar.gz"
+    fixture_made img 350
+  fi
+}
+
+# warm touches and frees 1.5 GiB, so that a timed run starts on memory that was in use
+# (see export.sh); add ARRAY SIDE T appends T to SIDE's space-separated times in ARRAY.
+warm() { dd if=/dev/zero of=/dev/null bs=1500M count=1 status=none 2>/dev/null || true; }
+add() { local -n add_arr=$1; add_arr[$2]="${add_arr[$2]:-}${add_arr[$2]:+ }$3"; }
+
 # walk_image: the image of walk.sh and diff.sh in $work, made by $work/lxbench unless there
 # already for SIZE_MB (172 by default): one pigz -6 layer of ~18k entries (files, directories,
 # symlinks) holding SIZE_MB of file data, as img.tar (uncompressed), img.tar.gz, and the OCI

@@ -134,8 +134,6 @@ check() {
   diff -u "$work/expected" "$1" >&2 || true
   exit 1
 }
-# add ARRAY SIDE T: append T to SIDE's space-separated times in the associative ARRAY.
-add() { local -n arr=$1; arr[$2]="${arr[$2]:-}${arr[$2]:+ }$3"; }
 
 declare -A t2=() t1=() tr=()
 for _ in $(seq "$rounds"); do

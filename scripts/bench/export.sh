@@ -24,22 +24,12 @@ export PATH=$PATH:/usr/local/go/bin
 make -s build
 [ $ab = 0 ] || ab_build_base
 go build -o "$work/lxbench" ./scripts/bench/lxbench
-b="$work/lxbench"
 ref=bench/app:1 mnt=$work/mnt
 # Per side (new: this tree's bin/imgfs; base: BASE's): binary, stores (gzip layers and
 # uncompressed layers), and a suffix for the files it writes.
 declare -A bin=([new]=$PWD/bin/imgfs) store=([new]=$work/store) plain=([new]=$work/plain) sfx=([new]="")
 if [ $ab = 1 ]; then bin[base]=$work/imgfs-base store[base]=$work/store-base plain[base]=$work/plain-base sfx[base]=-base; fi
-if [ ! -d "$work/img" ] || fixture_stale img 350; then
-  rm -rf "$work/img"
-  mb=${SIZE_MB:-350}
-  "$b" mktar -size $(((mb << 20) * 4 / 7)) -o "$work/l1.tar"
-  "$b" mktar -size $(((mb << 20) * 3 / 7)) -o "$work/l2.tar"
-  pigz -6 -c "$work/l1.tar" >"$work/l1.tar.gz"; pigz -6 -c "$work/l2.tar" >"$work/l2.tar.gz"
-  rm -f "$work/l1.tar" "$work/l2.tar"
-  "$b" mkoci -o "$work/img" -name "$ref" "$work/l1.tar.gz" "$work/l2.tar.gz"
-  fixture_made img 350
-fi
+app_image
 rm -rf "${store[@]}" "${plain[@]}"
 for s in "${sides[@]}"; do "${bin[$s]}" --store "${store[$s]}" import -q "$work/img" >/dev/null; done
 # The same image with uncompressed layers, from a docker-archive of it.
@@ -64,7 +54,6 @@ umnt
 # cp fills about 750 MiB (its copy and export.tar's pages), and cp of the same image went
 # from 0.6 to 1.1 s between such runs. Before every timed run, warm touches and frees 1.5 GiB
 # so that every command starts on memory that was in use, as on a machine of its own.
-warm() { dd if=/dev/zero of=/dev/null bs=1500M count=1 status=none 2>/dev/null || true; }
 if sync && echo 3 >/proc/sys/vm/drop_caches 2>/dev/null; then
   drop() { sync; echo 3 >/proc/sys/vm/drop_caches; warm; }
   echo "page cache: dropped before every run (then 1.5 GiB of memory touched and freed)"
@@ -73,8 +62,6 @@ else
   echo "page cache: NOT dropped (not permitted): runs are page-cache warm"
 fi
 secs() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null 2>&1 || { echo "failed: $*" >&2; exit 1; }; t1=$(date +%s.%N); awk "BEGIN{printf \"%.2f\", $t1 - $t0}"; }
-# add ARRAY SIDE T: append T to SIDE's space-separated times in the associative ARRAY.
-add() { local -n a=$1; a[$2]="${a[$2]:-}${a[$2]:+ }$3"; }
 
 declare -A ti=() tv=() tc=() tp=()
 ts=() tg=()

@@ -37,7 +37,6 @@ done
 make -s build
 [ $ab = 0 ] || ab_build_base
 go build -o "$work/lxbench" ./scripts/bench/lxbench
-b="$work/lxbench"
 ref=bench/app:1
 # Per side (new: this tree's bin/imgfs; base: BASE's): binary, mount point, its daemon, the
 # empty store of a lazy mount, and the store it pulls into.
@@ -45,16 +44,7 @@ declare -A bin=([new]=$PWD/bin/imgfs) mnt=([new]=$work/mnt) daemon=([new]="") la
 if [ $ab = 1 ]; then
   bin[base]=$work/imgfs-base mnt[base]=$work/mnt-base daemon[base]="" lazy[base]=$work/lazy-base pulled[base]=$work/pulled-base
 fi
-if [ ! -d "$work/img" ] || fixture_stale img 350; then
-  rm -rf "$work/img"
-  mb=${SIZE_MB:-350}
-  "$b" mktar -size $(((mb << 20) * 4 / 7)) -o "$work/l1.tar"
-  "$b" mktar -size $(((mb << 20) * 3 / 7)) -o "$work/l2.tar"
-  pigz -6 -c "$work/l1.tar" >"$work/l1.tar.gz"; pigz -6 -c "$work/l2.tar" >"$work/l2.tar.gz"
-  rm -f "$work/l1.tar" "$work/l2.tar"
-  "$b" mkoci -o "$work/img" -name "$ref" "$work/l1.tar.gz" "$work/l2.tar.gz"
-  fixture_made img 350
-fi
+app_image
 manifest=$(sed -n 's/.*"digest":"\(sha256:[0-9a-f]*\)".*/\1/p' "$work/img/index.json")
 layers=$(($(stat -c %s "$work/l1.tar.gz") + $(stat -c %s "$work/l2.tar.gz")))
 echo "image: $((layers >> 20)) MiB of layers (manifest $manifest), 2 layers gzip (pigz -6)"
@@ -121,7 +111,6 @@ for s in "${sides[@]}"; do
 done
 
 # The same as export.sh and pull.sh: every timed run starts on memory that was in use.
-warm() { dd if=/dev/zero of=/dev/null bs=1500M count=1 status=none 2>/dev/null || true; }
 if sync && echo 3 >/proc/sys/vm/drop_caches 2>/dev/null; then
   drop() { sync; echo 3 >/proc/sys/vm/drop_caches; warm; }
   echo "page cache: dropped before every run (then 1.5 GiB of memory touched and freed; before a registry run, its blobs read back)"
@@ -140,8 +129,6 @@ secs() {
   "$@" >"$work/run.log" 2>&1 || { echo "failed: $*" >&2; tail -5 "$work/run.log" >&2; exit 1; }
   since "$t0"
 }
-# add ARRAY KEY T: append T to KEY's space-separated words in the associative ARRAY.
-add() { local -n a=$1; a[$2]="${a[$2]:-}${a[$2]:+ }$3"; }
 # mount_side SIDE STORE [FLAGS...]: a fresh mount of STORE by SIDE's binary, every other one gone.
 mount_side() {
   local s=$1 st=$2 out

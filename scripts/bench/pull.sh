@@ -29,22 +29,12 @@ done
 make -s build
 [ $ab = 0 ] || ab_build_base
 go build -o "$work/lxbench" ./scripts/bench/lxbench
-b="$work/lxbench"
 ref=bench/app:1
 # Per side (new: this tree's bin/imgfs; base: BASE's): binary, the store it pushes from,
 # and a suffix for what it writes.
 declare -A bin=([new]=$PWD/bin/imgfs) store=([new]=$work/store) sfx=([new]="")
 if [ $ab = 1 ]; then bin[base]=$work/imgfs-base store[base]=$work/store-base sfx[base]=-base; fi
-if [ ! -d "$work/img" ] || fixture_stale img 350; then
-  rm -rf "$work/img"
-  mb=${SIZE_MB:-350}
-  "$b" mktar -size $(((mb << 20) * 4 / 7)) -o "$work/l1.tar"
-  "$b" mktar -size $(((mb << 20) * 3 / 7)) -o "$work/l2.tar"
-  pigz -6 -c "$work/l1.tar" >"$work/l1.tar.gz"; pigz -6 -c "$work/l2.tar" >"$work/l2.tar.gz"
-  rm -f "$work/l1.tar" "$work/l2.tar"
-  "$b" mkoci -o "$work/img" -name "$ref" "$work/l1.tar.gz" "$work/l2.tar.gz"
-  fixture_made img 350
-fi
+app_image
 manifest=$(sed -n 's/.*"digest":"\(sha256:[0-9a-f]*\)".*/\1/p' "$work/img/index.json")
 bytes=$(du -sbL "$work/img/blobs" | cut -f1)
 echo "image: $((bytes >> 20)) MiB of blobs (manifest $manifest), 2 layers gzip (pigz -6)"
@@ -89,7 +79,6 @@ reg_stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; rm -r
 reg_tag() { cat "$1/storage/docker/registry/v2/repositories/bench/app/_manifests/tags/1/current/link" 2>/dev/null || echo none; }
 
 # The same as export.sh: every timed run starts on memory that was in use.
-warm() { dd if=/dev/zero of=/dev/null bs=1500M count=1 status=none 2>/dev/null || true; }
 if sync && echo 3 >/proc/sys/vm/drop_caches 2>/dev/null; then
   drop() { sync; echo 3 >/proc/sys/vm/drop_caches; warm; }
   echo "page cache: dropped before every run (then 1.5 GiB of memory touched and freed; before a pull, the registry's blobs read back)"
@@ -106,8 +95,6 @@ secs() {
   t1=$(date +%s.%N)
   awk "BEGIN{printf \"%.2f\", $t1 - $t0}"
 }
-# add ARRAY SIDE T: append T to SIDE's space-separated times in the associative ARRAY.
-add() { local -n a=$1; a[$2]="${a[$2]:-}${a[$2]:+ }$3"; }
 
 # The registry pulled from, with the image pushed once by skopeo.
 reg_start "$work/reg-src"
