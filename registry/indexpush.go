@@ -207,23 +207,8 @@ func (x *layerIndexer) diffIDs(ctx context.Context, img remoteImage) ([]digest.D
 // index returns the indexes of the tar layers of layers, streaming concurrency at a time
 // those not indexed yet by this command; each layer's diffID is checked against diffIDs.
 func (x *layerIndexer) index(ctx context.Context, layers []ocispec.Descriptor, diffIDs []digest.Digest, concurrency int) (map[digest.Digest]*layerindex.Index, error) {
-	if concurrency <= 0 {
-		concurrency = DefaultConcurrency
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	sem := make(chan struct{}, concurrency)
-	var wg sync.WaitGroup
-	var errMu sync.Mutex
-	var firstErr error
-	fail := func(err error) {
-		errMu.Lock()
-		defer errMu.Unlock()
-		if firstErr == nil {
-			firstErr = err
-			cancel()
-		}
-	}
+	w := newWorkers(ctx, concurrency)
+	fail := w.fail
 	out := map[digest.Digest]*layerindex.Index{}
 	var outMu sync.Mutex
 	started := map[digest.Digest]bool{}
@@ -232,10 +217,8 @@ func (x *layerIndexer) index(ctx context.Context, layers []ocispec.Descriptor, d
 			continue
 		}
 		started[l.Digest] = true
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ix, err := x.build(ctx, l, sem)
+		w.start(func() {
+			ix, err := x.build(l, w)
 			if err != nil {
 				fail(err)
 				return
@@ -247,11 +230,10 @@ func (x *layerIndexer) index(ctx context.Context, layers []ocispec.Descriptor, d
 			outMu.Lock()
 			out[l.Digest] = ix
 			outMu.Unlock()
-		}()
+		})
 	}
-	wg.Wait()
-	if firstErr != nil {
-		return nil, firstErr
+	if err := w.wait(); err != nil {
+		return nil, err
 	}
 	// A layer the manifest lists twice is checked at each place.
 	for i, l := range layers {
@@ -259,12 +241,13 @@ func (x *layerIndexer) index(ctx context.Context, layers []ocispec.Descriptor, d
 			return nil, fmt.Errorf("%s: diffID %s differs from the config's rootfs.diff_ids[%d] %s", x.where(l.Digest), ix.DiffID, i, diffIDs[i])
 		}
 	}
-	return out, ctx.Err()
+	return out, nil
 }
 
 // build streams layer l once (or returns the index this command built of it), holding a
-// place in sem while it does.
-func (x *layerIndexer) build(ctx context.Context, l ocispec.Descriptor, sem chan struct{}) (*layerindex.Index, error) {
+// place of w while it does.
+func (x *layerIndexer) build(l ocispec.Descriptor, w *workers) (*layerindex.Index, error) {
+	ctx := w.ctx
 	x.mu.Lock()
 	ix := x.built[l.Digest]
 	x.mu.Unlock()
@@ -272,17 +255,10 @@ func (x *layerIndexer) build(ctx context.Context, l ocispec.Descriptor, sem chan
 		return ix, nil
 	}
 	id := short(l.Digest)
-	select {
-	case sem <- struct{}{}:
-	default:
-		x.say(id, "Waiting")
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
+	if !w.acquire(func() { x.say(id, "Waiting") }) {
+		return nil, ctx.Err()
 	}
-	defer func() { <-sem }()
+	defer w.release()
 	body := &progressReader{r: x.rc.blob(ctx, l.Digest, l.Size), first: func() { x.say(id, "Downloading") }}
 	if x.progress != nil {
 		body.progress = func(n int64) { x.progress(id, n, l.Size) }

@@ -291,26 +291,10 @@ func (p *imagePuller) image(ctx context.Context, mdigest digest.Digest, config o
 		}
 		return nil
 	}
-	n := p.opts.Concurrency
-	if n <= 0 {
-		n = DefaultConcurrency
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	sem := make(chan struct{}, n)
-	var wg sync.WaitGroup
-	var errMu sync.Mutex
-	var firstErr error
-	fail := func(err error) {
-		errMu.Lock()
-		if firstErr == nil {
-			firstErr = err
-			cancel()
-		}
-		errMu.Unlock()
-	}
+	w := newWorkers(ctx, p.opts.Concurrency)
+	ctx, fail := w.ctx, w.fail
 	// A failure here goes through fail too, and the loop stops: the downloads started must
-	// end (wg.Wait) before the staging closes.
+	// end (w.wait) before the staging closes.
 	for _, j := range jobs {
 		if d, ok := staged(j); ok {
 			if err := checkDiff(j, d); err != nil {
@@ -340,20 +324,11 @@ func (p *imagePuller) image(ctx context.Context, mdigest digest.Digest, config o
 			say(id, "Pull complete")
 			continue
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			select {
-			case sem <- struct{}{}:
-			default:
-				say(id, "Waiting")
-				select {
-				case sem <- struct{}{}:
-				case <-ctx.Done():
-					return
-				}
+		w.start(func() {
+			if !w.acquire(func() { say(id, "Waiting") }) {
+				return
 			}
-			defer func() { <-sem }()
+			defer w.release()
 			rc, err := p.fetcher()
 			if err != nil {
 				fail(err)
@@ -382,13 +357,9 @@ func (p *imagePuller) image(ctx context.Context, mdigest digest.Digest, config o
 				return
 			}
 			say(id, "Pull complete")
-		}()
+		})
 	}
-	wg.Wait()
-	if firstErr != nil {
-		return firstErr
-	}
-	return ctx.Err()
+	return w.wait()
 }
 
 // isTarLayer says whether a manifest's layer of media type mt is pulled as a layer

@@ -8,7 +8,6 @@ import (
 	"io"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/distribution/reference"
@@ -339,38 +338,19 @@ func (p *blobPusher) pushAll(ctx context.Context, blobs []blobToPush, n int) err
 			p.say(short(b.desc.Digest), "Waiting")
 		}
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	sem := make(chan struct{}, n)
-	var wg sync.WaitGroup
-	var errMu sync.Mutex
-	var firstErr error
-dispatch:
+	w := newWorkers(ctx, n)
 	for _, b := range blobs {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			break dispatch
+		if !w.acquire(nil) {
+			break
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			if err := p.pushRetried(ctx, b); err != nil {
-				errMu.Lock()
-				if firstErr == nil {
-					firstErr = err
-					cancel()
-				}
-				errMu.Unlock()
+		w.start(func() {
+			defer w.release()
+			if err := p.pushRetried(w.ctx, b); err != nil {
+				w.fail(err)
 			}
-		}()
+		})
 	}
-	wg.Wait()
-	if firstErr != nil {
-		return firstErr
-	}
-	return ctx.Err()
+	return w.wait()
 }
 
 // pushRetried is push, tried again from the start on a temporary failure.
