@@ -10,12 +10,9 @@ import (
 	"net/http"
 	"path/filepath"
 	"reflect"
-	"runtime"
-	"slices"
 	"strings"
 	"testing"
 
-	"github.com/distribution/reference"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/imgfs/imgfs/layerindex"
 	"github.com/imgfs/imgfs/registry"
@@ -316,29 +313,7 @@ func TestSharedIndexesForged(t *testing.T) {
 func TestIndexPushFailures(t *testing.T) {
 	r := startRegistry(t)
 	orig := filepath.Join(t.TempDir(), "orig")
-	s, img := origImage(t, orig, "")
-	diffIDs := slices.Clone(img.diffIDs)
-	diffIDs[1] = digest.FromString("not the layer")
-	created := mtime
-	cd, err := putJSON(s, ocispec.MediaTypeImageConfig, ocispec.Image{
-		Created:  &created,
-		Platform: ocispec.Platform{OS: "linux", Architecture: runtime.GOARCH},
-		RootFS:   ocispec.RootFS{Type: "layers", DiffIDs: diffIDs},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := ocispec.Manifest{MediaType: ocispec.MediaTypeImageManifest, Config: cd, Layers: img.layers}
-	m.SchemaVersion = 2
-	md, err := putJSON(s, ocispec.MediaTypeImageManifest, m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, _ := reference.ParseNormalizedNamed("test/bad:x")
-	if err := s.Tag(n, md); err != nil {
-		t.Fatal(err)
-	}
-	r.skopeoPush(t, orig, "x", "test/bad:x")
+	img := r.pushWrongDiffID(t, orig)
 
 	for _, c := range []struct {
 		ref  string

@@ -121,29 +121,7 @@ func TestPullWrongDiffID(t *testing.T) {
 	r := startRegistry(t)
 	tmp := t.TempDir()
 	orig := filepath.Join(tmp, "orig")
-	s, img := origImage(t, orig, "")
-	diffIDs := slices.Clone(img.diffIDs)
-	diffIDs[1] = digest.FromString("not the layer")
-	created := mtime
-	cd, err := putJSON(s, ocispec.MediaTypeImageConfig, ocispec.Image{
-		Created:  &created,
-		Platform: ocispec.Platform{OS: "linux", Architecture: runtime.GOARCH},
-		RootFS:   ocispec.RootFS{Type: "layers", DiffIDs: diffIDs},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := ocispec.Manifest{MediaType: ocispec.MediaTypeImageManifest, Config: cd, Layers: img.layers}
-	m.SchemaVersion = 2
-	md, err := putJSON(s, ocispec.MediaTypeImageManifest, m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, _ := reference.ParseNormalizedNamed("test/bad:x")
-	if err := s.Tag(n, md); err != nil {
-		t.Fatal(err)
-	}
-	r.skopeoPush(t, orig, "x", "test/bad:x")
+	img := r.pushWrongDiffID(t, orig)
 
 	pulled := filepath.Join(tmp, "pulled")
 	if _, err := store.Open(pulled); err != nil {
@@ -344,5 +322,36 @@ func resolveIn(t *testing.T, dir, ref string) store.Image {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return img
+}
+
+// pushWrongDiffID writes into a store at orig the image of layer0 and layer1 whose config
+// gives layer 1 another diffID, as test/bad:x, and pushes it with skopeo to r as
+// test/bad:x (skopeo checks no diffID). It returns the image the layers came from.
+func (r *testRegistry) pushWrongDiffID(t *testing.T, orig string) image {
+	t.Helper()
+	s, img := origImage(t, orig, "")
+	diffIDs := slices.Clone(img.diffIDs)
+	diffIDs[1] = digest.FromString("not the layer")
+	created := mtime
+	cd, err := putJSON(s, ocispec.MediaTypeImageConfig, ocispec.Image{
+		Created:  &created,
+		Platform: ocispec.Platform{OS: "linux", Architecture: runtime.GOARCH},
+		RootFS:   ocispec.RootFS{Type: "layers", DiffIDs: diffIDs},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := ocispec.Manifest{MediaType: ocispec.MediaTypeImageManifest, Config: cd, Layers: img.layers}
+	m.SchemaVersion = 2
+	md, err := putJSON(s, ocispec.MediaTypeImageManifest, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := reference.ParseNormalizedNamed("test/bad:x")
+	if err := s.Tag(n, md); err != nil {
+		t.Fatal(err)
+	}
+	r.skopeoPush(t, orig, "x", "test/bad:x")
 	return img
 }
