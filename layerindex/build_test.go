@@ -157,6 +157,30 @@ func TestBuildSizesAndDigests(t *testing.T) {
 	}
 }
 
+// TestBuildVerified: with Verified, Build takes the caller's word for the blob's digest
+// (the store hashes the blob as it writes it) and still computes the diffID; Verified
+// without a digest is refused.
+func TestBuildVerified(t *testing.T) {
+	for _, v := range variants(t) {
+		t.Run(v.name, func(t *testing.T) {
+			given := digest.FromString("the caller hashed it")
+			ix, err := Build(bytes.NewReader(v.blob), BuildOptions{Digest: given, Verified: true, SpanSize: testSpan})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ix.BlobDigest != given || ix.DiffID != digest.FromBytes(v.tar) || ix.BlobSize != int64(len(v.blob)) {
+				t.Errorf("digest %s diffID %s size %d", ix.BlobDigest, ix.DiffID, ix.BlobSize)
+			}
+			if _, err := Build(bytes.NewReader(v.blob), BuildOptions{Digest: given, SpanSize: testSpan}); err == nil || !strings.Contains(err.Error(), "digest mismatch") {
+				t.Errorf("without Verified: %v, want a digest mismatch", err)
+			}
+		})
+	}
+	if _, err := Build(bytes.NewReader(nil), BuildOptions{Verified: true}); err == nil {
+		t.Error("Verified without a Digest was accepted")
+	}
+}
+
 // TestRandomReads: 1000 random reads per encoding, across span boundaries, with a cache
 // small enough to evict, equal the uncompressed bytes.
 func TestRandomReads(t *testing.T) {

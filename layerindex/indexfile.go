@@ -44,7 +44,7 @@ package layerindex
 //
 // Checkpoints: din and dout are deltas of In and Out against the previous checkpoint. A
 // non-nil Window stores its length (<= 32 KiB) and, when non-empty, the window compressed
-// with DEFLATE (compress/flate, BestCompression). A window must inflate to exactly rawLen
+// with DEFLATE (any level; imgfs writes windowLevel). A window must inflate to exactly rawLen
 // bytes with no compressed bytes left over.
 //
 // Round trip: Unmarshal(Marshal(ix)) is reflect.DeepEqual to ix; nil and empty slices are
@@ -74,7 +74,6 @@ package layerindex
 
 import (
 	"bytes"
-	"compress/flate"
 	_ "crypto/sha256" // digest.Parse needs the hash algorithms linked in
 	_ "crypto/sha512"
 	"encoding/binary"
@@ -85,6 +84,7 @@ import (
 	"math"
 	"sync"
 
+	"github.com/klauspost/compress/flate"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -109,8 +109,9 @@ const (
 	// maxWindowSize is the largest checkpoint window: the DEFLATE back-reference distance.
 	maxWindowSize = 32 << 10
 
-	// windowLevel trades encode time (indexes are written once per layer) for size.
-	windowLevel = flate.BestCompression
+	// windowLevel trades encode time for size: a pull writes each layer's index on its way
+	// to the store, and higher levels cost several times the time for a few % less.
+	windowLevel = 4
 
 	// nameBudgetFactor bounds the total length of decoded entry names relative to their
 	// front-coded cost (see nameBudget). Real layers stay below 10.

@@ -152,7 +152,7 @@ func (s *Store) stageBlob(r io.Reader, expected digest.Digest) (d digest.Digest,
 		os.Remove(f.Name())
 	}
 	dg := alg.Digester()
-	n, err = io.Copy(io.MultiWriter(f, dg.Hash()), r)
+	n, err = io.Copy(io.MultiWriter(&writeBehind{f: f}, dg.Hash()), r)
 	if err != nil {
 		discard()
 		return "", 0, "", fmt.Errorf("store: writing blob: %w", err)

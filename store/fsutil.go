@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // createTemp makes a temp file in .imgfs/tmp, recreating the directory if someone removed
@@ -229,4 +231,26 @@ func (s *Store) Hold() (release func(), err error) {
 // lockGC takes the lock that GC holds exclusively and imports shared.
 func (s *Store) lockGC(how int) (func(), error) {
 	return s.lockDir("blobs", "gc.lock", how)
+}
+
+// writeBehind writes to f and asks the kernel to start writing each writeBehindChunk of it
+// to disk as soon as it is written (sync_file_range, which does not wait), so that the
+// fsync of finishTemp finds little left to write: a pull's blobs are then on disk when
+// their last byte arrives, instead of the whole blob's writeback starting at the end.
+type writeBehind struct {
+	f          *os.File
+	n, started int64
+}
+
+const writeBehindChunk = 8 << 20
+
+func (w *writeBehind) Write(p []byte) (int, error) {
+	n, err := w.f.Write(p)
+	w.n += int64(n)
+	if w.n-w.started >= writeBehindChunk {
+		// Only a hint: where it fails, fsync still writes it all.
+		unix.SyncFileRange(int(w.f.Fd()), w.started, w.n-w.started, unix.SYNC_FILE_RANGE_WRITE)
+		w.started = w.n
+	}
+	return n, err
 }

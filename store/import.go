@@ -553,7 +553,8 @@ func (s *Store) stageLayer(r io.Reader, expected digest.Digest) (d digest.Digest
 	}
 	done := make(chan result, 1)
 	go func() {
-		ix, err := layerindex.Build(pr, layerindex.BuildOptions{Digest: expected})
+		// stageBlob hashes the blob on its way to disk: Build need not hash it too.
+		ix, err := layerindex.Build(pr, layerindex.BuildOptions{Digest: expected, Verified: expected != ""})
 		io.Copy(io.Discard, pr) // Build may stop early; the tee must never block
 		done <- result{ix, err}
 	}()
