@@ -162,9 +162,12 @@ func (z *isalGzip) ensure(n int) bool {
 	return z.ie-z.ip >= n
 }
 
-// fill moves the unread input to the front and reads more after it. A few bytes before ip
-// are kept: at a member's end, ISA-L may have taken whole bytes after it into its bit
-// buffer, from input before the last fill.
+// fill moves the unread input to the front and reads more after it, until in is full or
+// the input ends: where ISA-L stops, and so where checkpoints are, depends on the input
+// it is given at a time, so it must not depend on how the blob's reader splits it (an
+// index built from a file and one built from a registry's stream are then the same). A
+// few bytes before ip are kept: at a member's end, ISA-L may have taken whole bytes after
+// it into its bit buffer, from input before the last fill.
 func (z *isalGzip) fill() {
 	keep := max(0, z.ip-16)
 	n := copy(z.in, z.in[keep:z.ie])
@@ -186,7 +189,8 @@ func (z *isalGzip) fill() {
 			return
 		}
 		if n > 0 {
-			return
+			tries = 0
+			continue
 		}
 		if tries >= 100 {
 			z.eof, z.rerr = true, io.ErrNoProgress
@@ -263,6 +267,10 @@ func (z *isalGzip) step() {
 		in, out := z.inBase+int64(z.ip)-z.memberIn, pos-z.memberOut
 		if in > 0 && out > 0 {
 			left = left * in / out
+		} else {
+			// No ratio yet: a little input to learn it, which cannot decode past SpanSize
+			// unless its ratio is over 64.
+			left = min(left/64, isalSearch<<6)
 		}
 		n = int(min(int64(n), max(left/2, isalSearch)))
 	}

@@ -17,6 +17,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"testing/iotest"
 
 	"github.com/imgfs/imgfs/layerindex/internal/inflate"
 )
@@ -322,6 +323,50 @@ func checkReadBack(t *testing.T, blob []byte, ix *Index, want []byte, isal bool)
 	if err != nil || !bytes.Equal(all, want) {
 		t.Fatalf("whole stream reads back wrong: %v", err)
 	}
+}
+
+// TestISALBuildSameWhateverTheReads: an index built with ISA-L does not depend on how the
+// blob's reader splits it (a file, a registry's stream, a pipe): the same blob read in
+// pieces of random sizes, or a byte at a time, gives the same index file, byte for byte,
+// so that stores index a layer alike wherever they read it from.
+func TestISALBuildSameWhateverTheReads(t *testing.T) {
+	for _, c := range gzipCases(t) {
+		t.Run(c.name, func(t *testing.T) {
+			want := encode(t, bytes.NewReader(c.blob))
+			if got := encode(t, &randomReads{r: bytes.NewReader(c.blob), rnd: rand.New(rand.NewSource(1))}); !bytes.Equal(got, want) {
+				t.Error("read in pieces of random sizes: another index")
+			}
+			if len(c.blob) < 1<<20 {
+				if got := encode(t, iotest.OneByteReader(bytes.NewReader(c.blob))); !bytes.Equal(got, want) {
+					t.Error("read a byte at a time: another index")
+				}
+			}
+		})
+	}
+}
+
+// encode builds the index of the blob r reads, with ISA-L, and encodes it.
+func encode(t *testing.T, r io.Reader) []byte {
+	t.Helper()
+	ix, err := Build(r, BuildOptions{SpanSize: testSpan})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := ix.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+// randomReads returns pieces of r of random sizes, up to 300 KB.
+type randomReads struct {
+	r   io.Reader
+	rnd *rand.Rand
+}
+
+func (r *randomReads) Read(p []byte) (int, error) {
+	return r.r.Read(p[:min(len(p), 1+r.rnd.Intn(300<<10))])
 }
 
 // Bad gzip is refused with ISA-L as with our inflater, and a damaged blob too, wherever it
