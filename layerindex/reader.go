@@ -21,13 +21,15 @@ type Reader struct {
 	cache *Cache
 	spans []span
 
-	seqMu     sync.Mutex // held while decoding a span that is not at a checkpoint
-	mu        sync.Mutex
-	parked    *spanDecoder   // a decoder stopped at the start of span parked.next, for sequential reads
-	lastSpan  int            // the span where the previous read ended
-	streaming bool           // the previous read followed the one before it
-	closed    bool           // Close was called: start no read-ahead, park nothing
-	ahead     sync.WaitGroup // read-ahead goroutines in flight
+	seqMu       sync.Mutex // held while decoding a span that is not at a checkpoint
+	mu          sync.Mutex
+	parked      *spanDecoder   // a decoder stopped at the start of span parked.next, for sequential reads
+	lastSpan    int            // the span where the previous read ended
+	streaming   bool           // the previous read followed the one before it
+	streamStart int            // the span where the reads that follow each other began
+	closed      bool           // Close was called: start no read-ahead, park nothing
+	ahead       sync.WaitGroup // read-ahead goroutines in flight
+	asked       int64          // a Prefetcher blob was asked for its bytes up to here
 
 	bad map[int]badSpan // by checkpoint: where decoding its interval failed; under mu
 }
@@ -310,6 +312,12 @@ func (r *Reader) eachSpan(off int64, n int, use func(b []byte, e *cached)) (int,
 	// from a registry, fetched).
 	r.mu.Lock()
 	sequential := i == r.lastSpan+1 || (i == r.lastSpan && r.streaming)
+	if !sequential || !r.streaming {
+		r.streamStart = i
+	}
+	// Bytes are fetched ahead only for a reader that has gone on past the span it started
+	// in: not for a small file's header and data, nor a first read of span 0.
+	moved := sequential && i > r.streamStart
 	r.streaming = sequential
 	if sequential {
 		r.lastSpan = i // the decoders ahead go on from here, not from behind
@@ -317,6 +325,9 @@ func (r *Reader) eachSpan(off int64, n int, use func(b []byte, e *cached)) (int,
 	r.mu.Unlock()
 	if sequential {
 		// Before this read waits for its own span: the decoders ahead keep going meanwhile.
+		if moved {
+			r.prefetch(i)
+		}
 		r.readAhead(i + 1)
 	}
 	done := 0
@@ -413,6 +424,61 @@ func (r *Reader) readAhead(from int) {
 			}
 		}(i)
 	}
+}
+
+// Prefetcher is an optional ability of the blob a Reader reads. A blob whose reads are
+// slow to start (a registry's: a request each) fetches [off, off+n) in the background when
+// asked, so that the decoders ahead of a sequential reader find their input there instead
+// of each waiting for a request of its own.
+type Prefetcher interface {
+	Prefetch(off, n int64)
+}
+
+// prefetchAhead is how far a Prefetcher blob is asked to fetch ahead of a sequential
+// reader, in blob bytes from the start of the span being read.
+const prefetchAhead = 16 << 20
+
+// prefetch asks a Prefetcher blob for the bytes that decode the spans from span i on, up to
+// prefetchAhead, each byte once while the reader goes forward.
+func (r *Reader) prefetch(i int) {
+	p, ok := r.blob.(Prefetcher)
+	if !ok || i >= len(r.spans) {
+		return
+	}
+	base, _ := r.blobRange(i)
+	limit := base + prefetchAhead
+	r.mu.Lock()
+	start := r.asked
+	if start < base || start > limit+prefetchAhead {
+		start = base // a new stream, or one gone back
+	}
+	end := start
+	for k := i; k < len(r.spans); k++ {
+		s, e := r.blobRange(k)
+		if s >= limit {
+			break
+		}
+		end = max(end, e)
+	}
+	if end > start {
+		r.asked = end
+	}
+	r.mu.Unlock()
+	if end > start {
+		p.Prefetch(start, end-start)
+	}
+}
+
+// blobRange is where in the blob the bytes that decode span i are: from its checkpoint
+// to the next one (and the little past it that ISA-L loads ahead).
+func (r *Reader) blobRange(i int) (start, end int64) {
+	cps := r.ix.Checkpoints
+	s := r.spans[i]
+	end = r.ix.BlobSize
+	if s.cp+1 < len(cps) {
+		end = min(end, cps[s.cp+1].In+isalSlack)
+	}
+	return cps[s.cp].In, end
 }
 
 // behind reports whether the reader going forward is past span i.

@@ -37,6 +37,8 @@ type Source struct {
 	bad      map[digest.Digest]error
 	inflight map[chunkKey]*fetchCall // the chunks being fetched
 	checkMu  sync.Mutex              // one whole-blob check at a time
+
+	prefetchers chan struct{} // a slot per Prefetch request in flight
 }
 
 // chunkKey is chunk i of blob d.
@@ -73,7 +75,8 @@ func (c *Client) NewSource(host string, cache *chunks.Cache, log *slog.Logger) (
 		log = slog.Default()
 	}
 	return &Source{c: c, host: host, reg: reg, cache: cache, log: log, seen: map[digest.Digest]seenBlob{},
-		clients: map[string]*repoClient{}, bad: map[digest.Digest]error{}, inflight: map[chunkKey]*fetchCall{}}, nil
+		clients: map[string]*repoClient{}, bad: map[digest.Digest]error{}, inflight: map[chunkKey]*fetchCall{},
+		prefetchers: make(chan struct{}, prefetchers)}, nil
 }
 
 // Host is the registry's HOST[:PORT].
@@ -346,6 +349,47 @@ func (b *remoteBlob) ReadAt(p []byte, off int64) (int, error) {
 		return n, io.EOF
 	}
 	return n, nil
+}
+
+// Prefetch fetches [off, off+n) of the blob into the cache in the background (it is a
+// layerindex.Prefetcher): in requests of up to prefetchRequest bytes, in order, at most
+// prefetchers of them at a time for the source, each for the chunks not cached yet (or
+// being fetched, which it waits for as a read does). What fails is left to the reads
+// that need the bytes.
+func (b *remoteBlob) Prefetch(off, n int64) {
+	end := min(off+n, b.size)
+	if off < 0 || off >= end {
+		return
+	}
+	go func() {
+		for at := off; at < end; at += prefetchRequest {
+			b.s.prefetchers <- struct{}{}
+			go func(at, n int64) {
+				defer func() { <-b.s.prefetchers }()
+				if !b.cached(at, n) {
+					b.ReadAt(make([]byte, n), at)
+				}
+			}(at, min(prefetchRequest, end-at))
+		}
+	}()
+}
+
+// Prefetch's requests: one sequential reader keeps a few large ones going, a few MiB
+// ahead of its decoders.
+const (
+	prefetchRequest = 4 << 20
+	prefetchers     = 4
+)
+
+// cached says whether every chunk of [off, off+n) is in the cache.
+func (b *remoteBlob) cached(off, n int64) bool {
+	cs := b.s.cache.ChunkSize()
+	for i := off / cs; i <= (off+n-1)/cs; i++ {
+		if !b.s.cache.Has(b.d, i, b.chunkLen(i)) {
+			return false
+		}
+	}
+	return true
 }
 
 // put stores chunks i to j of the blob, which buf holds from chunk first on.

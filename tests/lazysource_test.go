@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imgfs/imgfs/layerindex"
 	"github.com/imgfs/imgfs/registry"
 	"github.com/imgfs/imgfs/store"
 	"github.com/imgfs/imgfs/store/chunks"
@@ -358,4 +359,75 @@ func TestRegistryLayerIndex(t *testing.T) {
 	if _, state := s.StoredIndex(desc); state != store.IndexMissing {
 		t.Fatalf("gc left the index %s with nothing of the layer cached, want missing", state)
 	}
+}
+
+// TestRegistryPrefetch reads a gzip layer of the test registry from start to end in the
+// pieces FUSE reads in, through a registry.Source whose store has the layer's index (of
+// small spans) but none of its bytes: the blob is fetched ahead of the reader in a few
+// large Range requests (layerindex.Prefetcher), not one per span, every byte of it exactly
+// once, and the stream is the layer's tar.
+func TestRegistryPrefetch(t *testing.T) {
+	r := startRegistry(t)
+	rnd := rand.New(rand.NewSource(3))
+	var tarBuf bytes.Buffer
+	tw := tar.NewWriter(&tarBuf)
+	for i := range 12 {
+		data := make([]byte, 1<<20+i)
+		rnd.Read(data) // stored by gzip: the blob is about as large as the tar
+		tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("f%02d", i), Mode: 0o644, Size: int64(len(data)), Typeflag: tar.TypeReg})
+		tw.Write(data)
+	}
+	tw.Close()
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(tarBuf.Bytes())
+	zw.Close()
+	d := r.putBlob(t, "test/layer", gz.Bytes())
+	desc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: d, Size: int64(gz.Len())}
+
+	s, err := store.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const span = 256 << 10
+	ix, err := layerindex.Build(bytes.NewReader(gz.Bytes()), layerindex.BuildOptions{Digest: d, MediaType: desc.MediaType, SpanSize: span})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutLayerIndex(ix); err != nil {
+		t.Fatal(err)
+	}
+	client, err := registry.New(registry.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := client.NewSource(r.host, chunks.New(s.ChunkCacheDir(), 0, 0), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src.Saw("test/layer", d, desc.Size)
+	layers := s.NewLayers(store.Sources(s.Blobs(), src), 0)
+	defer layers.Close()
+	lr, size, err := layers.Layer(desc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, size)
+	for off := int64(0); off < size; off += 128 << 10 {
+		if _, err := lr.ReadAt(got[off:min(size, off+128<<10)], off); err != nil && err != io.EOF {
+			t.Fatalf("read at %d: %v", off, err)
+		}
+	}
+	if !bytes.Equal(got, tarBuf.Bytes()) {
+		t.Fatal("the layer's stream from the registry is not its tar")
+	}
+	ranged, whole, rangedBytes := r.blobBytes(t)
+	if whole != 0 || rangedBytes != int64(gz.Len()) {
+		t.Errorf("%d whole GETs and %d bytes by Range for a blob of %d: want each byte once, by Range", whole, rangedBytes, gz.Len())
+	}
+	// One request per span would be len/span of them.
+	if max := gz.Len() / (1 << 20); ranged > max {
+		t.Errorf("%d Range GETs for %d bytes read in order, want at most %d: fetched a span at a time, not ahead", ranged, gz.Len(), max)
+	}
+	t.Logf("%d bytes in %d Range GETs (%d spans)", rangedBytes, ranged, len(ix.Checkpoints))
 }
