@@ -64,17 +64,6 @@ func mixedTar(t testing.TB, size int) []byte {
 	return buf.Bytes()
 }
 
-func goGzip(t testing.TB, data []byte, level int) []byte {
-	var buf bytes.Buffer
-	zw, err := gzip.NewWriterLevel(&buf, level)
-	if err != nil {
-		t.Fatal(err)
-	}
-	zw.Write(data)
-	zw.Close()
-	return buf.Bytes()
-}
-
 type gzipCase struct {
 	name string
 	blob []byte
@@ -98,7 +87,7 @@ func gzipCases(t testing.TB) []gzipCase {
 		}
 		cs = append(cs, gzipCase{d.name + "/pigz-independent", run(t, d.data, "pigz", "-c", "-i", "-p", "2", "-b", "64")})
 		for _, l := range []int{gzip.NoCompression, gzip.HuffmanOnly, gzip.BestSpeed, gzip.BestCompression} {
-			cs = append(cs, gzipCase{fmt.Sprintf("%s/go-%d", d.name, l), goGzip(t, d.data, l)})
+			cs = append(cs, gzipCase{fmt.Sprintf("%s/go-%d", d.name, l), gzipLevel(t, d.data, l)})
 		}
 		cs = append(cs, gzipCase{d.name + "/multi-member", multiMember(t, d.data, 7)})
 	}
@@ -444,10 +433,10 @@ func FuzzISALBuild(f *testing.F) {
 	}
 	tw.Close()
 	data := buf.Bytes()
-	f.Add(goGzip(f, data, 6))
-	f.Add(goGzip(f, data, gzip.NoCompression))
-	f.Add(goGzip(f, data, gzip.HuffmanOnly))
-	f.Add(append(goGzip(f, data[:3000], 1), goGzip(f, data[3000:], 9)...))
+	f.Add(gzipLevel(f, data, 6))
+	f.Add(gzipLevel(f, data, gzip.NoCompression))
+	f.Add(gzipLevel(f, data, gzip.HuffmanOnly))
+	f.Add(append(gzipLevel(f, data[:3000], 1), gzipLevel(f, data[3000:], 9)...))
 	f.Fuzz(func(t *testing.T, blob []byte) {
 		ixI, errI := buildWith(t, true, blob, 1<<10)
 		ixG, errG := buildWith(t, false, blob, 1<<10)

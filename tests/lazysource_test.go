@@ -280,45 +280,16 @@ func must[T any](v T, err error) T {
 // gc keeps that index while the chunk cache holds the layer's chunks.
 func TestRegistryLayerIndex(t *testing.T) {
 	r := startRegistry(t)
-	rnd := rand.New(rand.NewSource(2))
-	var tarBuf bytes.Buffer
-	tw := tar.NewWriter(&tarBuf)
-	for i := range 20 {
-		data := make([]byte, 50<<10+i)
-		rnd.Read(data)
-		tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("f%02d", i), Mode: 0o644, Size: int64(len(data)), Typeflag: tar.TypeReg})
-		tw.Write(data)
-	}
-	tw.Close()
-	var gz bytes.Buffer
-	zw := gzip.NewWriter(&gz)
-	zw.Write(tarBuf.Bytes())
-	zw.Close()
-	d := r.putBlob(t, "test/layer", gz.Bytes())
-	desc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: d, Size: int64(gz.Len())}
-
-	dir := t.TempDir()
-	s, err := store.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := registry.New(registry.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	src, err := client.NewSource(r.host, chunks.New(s.ChunkCacheDir(), 0, 0), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	src.Saw("test/layer", d, desc.Size)
-	layers := s.NewLayers(store.Sources(s.Blobs(), src), 0)
-	defer layers.Close()
+	tarBytes, _, desc := r.randomGzipLayer(t, 2, 20, 50<<10)
+	d := desc.Digest
+	s := must(store.Open(t.TempDir()))
+	layers := r.registryLayers(t, s, desc)
 	ix, err := layers.LayerIndex(desc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ix.Size != int64(tarBuf.Len()) {
-		t.Fatalf("index of %d bytes, the tar is %d", ix.Size, tarBuf.Len())
+	if ix.Size != int64(len(tarBytes)) {
+		t.Fatalf("index of %d bytes, the tar is %d", ix.Size, len(tarBytes))
 	}
 	if _, state := s.StoredIndex(desc); state != store.IndexBuilt {
 		t.Fatalf("the index is %s in the store, want built", state)
@@ -334,7 +305,7 @@ func TestRegistryLayerIndex(t *testing.T) {
 	if _, err := lr.ReadAt(got, 0); err != nil && err != io.EOF {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(got, tarBuf.Bytes()) {
+	if !bytes.Equal(got, tarBytes) {
 		t.Fatal("the layer's stream from the registry is not its tar")
 	}
 	// The stream that built the index filled the chunk cache: the read asks for nothing.
@@ -361,19 +332,17 @@ func TestRegistryLayerIndex(t *testing.T) {
 	}
 }
 
-// TestRegistryPrefetch reads a gzip layer of the test registry from start to end in the
-// pieces FUSE reads in, through a registry.Source whose store has the layer's index (of
-// small spans) but none of its bytes: the blob is fetched ahead of the reader in a few
-// large Range requests (layerindex.Prefetcher), not one per span, every byte of it exactly
-// once, and the stream is the layer's tar.
-func TestRegistryPrefetch(t *testing.T) {
-	r := startRegistry(t)
-	rnd := rand.New(rand.NewSource(3))
+// randomGzipLayer puts a gzip layer of n files of random bytes (file i of size+i) in
+// repository test/layer of the registry, and returns its tar, its blob and its
+// descriptor.
+func (r *testRegistry) randomGzipLayer(t *testing.T, seed int64, n, size int) (tarBytes, blob []byte, desc ocispec.Descriptor) {
+	t.Helper()
+	rnd := rand.New(rand.NewSource(seed))
 	var tarBuf bytes.Buffer
 	tw := tar.NewWriter(&tarBuf)
-	for i := range 12 {
-		data := make([]byte, 1<<20+i)
-		rnd.Read(data) // stored by gzip: the blob is about as large as the tar
+	for i := range n {
+		data := make([]byte, size+i)
+		rnd.Read(data)
 		tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("f%02d", i), Mode: 0o644, Size: int64(len(data)), Typeflag: tar.TypeReg})
 		tw.Write(data)
 	}
@@ -383,31 +352,36 @@ func TestRegistryPrefetch(t *testing.T) {
 	zw.Write(tarBuf.Bytes())
 	zw.Close()
 	d := r.putBlob(t, "test/layer", gz.Bytes())
-	desc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: d, Size: int64(gz.Len())}
+	return tarBuf.Bytes(), gz.Bytes(), ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: d, Size: int64(gz.Len())}
+}
 
-	s, err := store.Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	const span = 256 << 10
-	ix, err := layerindex.Build(bytes.NewReader(gz.Bytes()), layerindex.BuildOptions{Digest: d, MediaType: desc.MediaType, SpanSize: span})
-	if err != nil {
-		t.Fatal(err)
-	}
+// registryLayers returns a pool of layers of store s read from its blobs/, then from the
+// registry through a registry.Source that knows desc's blob is in test/layer.
+func (r *testRegistry) registryLayers(t *testing.T, s *store.Store, desc ocispec.Descriptor) *store.Layers {
+	t.Helper()
+	client := must(registry.New(registry.Options{}))
+	src := must(client.NewSource(r.host, chunks.New(s.ChunkCacheDir(), 0, 0), nil))
+	src.Saw("test/layer", desc.Digest, desc.Size)
+	layers := s.NewLayers(store.Sources(s.Blobs(), src), 0)
+	t.Cleanup(func() { layers.Close() })
+	return layers
+}
+
+// TestRegistryPrefetch reads a gzip layer of the test registry from start to end in the
+// pieces FUSE reads in, through a registry.Source whose store has the layer's index (of
+// small spans) but none of its bytes: the blob is fetched ahead of the reader in a few
+// large Range requests (layerindex.Prefetcher), not one per span, every byte of it exactly
+// once, and the stream is the layer's tar.
+func TestRegistryPrefetch(t *testing.T) {
+	r := startRegistry(t)
+	// Random bytes, stored by gzip: the blob is about as large as the tar.
+	tarBytes, blob, desc := r.randomGzipLayer(t, 3, 12, 1<<20)
+	s := must(store.Open(t.TempDir()))
+	ix := must(layerindex.Build(bytes.NewReader(blob), layerindex.BuildOptions{Digest: desc.Digest, MediaType: desc.MediaType, SpanSize: 256 << 10}))
 	if err := s.PutLayerIndex(ix); err != nil {
 		t.Fatal(err)
 	}
-	client, err := registry.New(registry.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	src, err := client.NewSource(r.host, chunks.New(s.ChunkCacheDir(), 0, 0), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	src.Saw("test/layer", d, desc.Size)
-	layers := s.NewLayers(store.Sources(s.Blobs(), src), 0)
-	defer layers.Close()
+	layers := r.registryLayers(t, s, desc)
 	lr, size, err := layers.Layer(desc)
 	if err != nil {
 		t.Fatal(err)
@@ -418,16 +392,16 @@ func TestRegistryPrefetch(t *testing.T) {
 			t.Fatalf("read at %d: %v", off, err)
 		}
 	}
-	if !bytes.Equal(got, tarBuf.Bytes()) {
+	if !bytes.Equal(got, tarBytes) {
 		t.Fatal("the layer's stream from the registry is not its tar")
 	}
 	ranged, whole, rangedBytes := r.blobBytes(t)
-	if whole != 0 || rangedBytes != int64(gz.Len()) {
-		t.Errorf("%d whole GETs and %d bytes by Range for a blob of %d: want each byte once, by Range", whole, rangedBytes, gz.Len())
+	if whole != 0 || rangedBytes != int64(len(blob)) {
+		t.Errorf("%d whole GETs and %d bytes by Range for a blob of %d: want each byte once, by Range", whole, rangedBytes, len(blob))
 	}
 	// One request per span would be len/span of them.
-	if max := gz.Len() / (1 << 20); ranged > max {
-		t.Errorf("%d Range GETs for %d bytes read in order, want at most %d: fetched a span at a time, not ahead", ranged, gz.Len(), max)
+	if max := len(blob) / (1 << 20); ranged > max {
+		t.Errorf("%d Range GETs for %d bytes read in order, want at most %d: fetched a span at a time, not ahead", ranged, len(blob), max)
 	}
 	t.Logf("%d bytes in %d Range GETs (%d spans)", rangedBytes, ranged, len(ix.Checkpoints))
 }
