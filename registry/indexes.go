@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
@@ -368,20 +369,42 @@ func (e *IndexRefused) Error() string {
 // *IndexRefused joined), for the caller to log: the layers without an index are indexed
 // from their blobs.
 func (c *Client) SharedIndexes(ctx context.Context, repo name.Repository, manifest ocispec.Descriptor, m ocispec.Manifest, diffIDs []digest.Digest) (map[digest.Digest]*layerindex.Index, error) {
+	out := map[digest.Digest]*layerindex.Index{}
 	rc, err := c.repoClient(ctx, repo, transport.PullScope)
 	if err != nil {
-		return map[digest.Digest]*layerindex.Index{}, err
+		return out, err
 	}
-	return rc.sharedIndexes(ctx, manifest, m, diffIDs)
+	found, err := rc.sharedIndexes(ctx, manifest, m, func() ([]digest.Digest, error) { return diffIDs, nil })
+	for d, s := range found {
+		out[d] = s.ix
+	}
+	return out, err
 }
 
-// sharedIndexes is SharedIndexes through rc, the repository's client: a lazy mount keeps
-// one per repository (Source.client), where making one asks the registry again.
-func (rc *repoClient) sharedIndexes(ctx context.Context, manifest ocispec.Descriptor, m ocispec.Manifest, diffIDs []digest.Digest) (map[digest.Digest]*layerindex.Index, error) {
-	found := map[digest.Digest]*layerindex.Index{}
-	if len(diffIDs) != len(m.Layers) {
-		return found, fmt.Errorf("manifest %s: %d layers, the config %d diffIDs", manifest.Digest, len(m.Layers), len(diffIDs))
-	}
+// sharedIndex is a layer index the registry shares, accepted: decoded, and its bytes as
+// they came (a valid index file, for the store to keep as it is).
+type sharedIndex struct {
+	ix   *layerindex.Index
+	data []byte
+}
+
+// indexFetches bounds the index blobs of one artifact fetched and decoded at once.
+const indexFetches = 4
+
+// sharedIndexes is SharedIndexes through rc, the repository's client (a lazy mount keeps
+// one per repository, Source.client, where making one asks the registry again), with
+// the diffIDs given by a function: a lazy mount fetches the config while the indexes
+// come, and the indexes wait for it only to be checked. The index blobs of an artifact
+// are fetched and decoded indexFetches at a time.
+func (rc *repoClient) sharedIndexes(ctx context.Context, manifest ocispec.Descriptor, m ocispec.Manifest, configDiffIDs func() ([]digest.Digest, error)) (map[digest.Digest]sharedIndex, error) {
+	found := map[digest.Digest]sharedIndex{}
+	diffIDs := sync.OnceValues(func() ([]digest.Digest, error) {
+		ids, err := configDiffIDs()
+		if err == nil && len(ids) != len(m.Layers) {
+			err = fmt.Errorf("manifest %s: %d layers, the config %d diffIDs", manifest.Digest, len(m.Layers), len(ids))
+		}
+		return ids, err
+	})
 	list, _, _, err := rc.referrers(ctx, manifest.Digest)
 	if err != nil || len(list) == 0 {
 		return found, err
@@ -407,18 +430,40 @@ func (rc *repoClient) sharedIndexes(ctx context.Context, manifest ocispec.Descri
 			refused = append(refused, &IndexRefused{Artifact: art.Digest, Reason: err.Error()})
 			continue
 		}
+		// The artifact's indexes of layers still without one, each once, in its order.
+		var todo []ocispec.Descriptor
+		taken := map[digest.Digest]bool{}
 		for _, l := range layers {
 			ld := digest.Digest(l.Annotations[LayerDigestAnnotation])
-			i, ok := want[ld]
-			if !ok || found[ld] != nil {
+			if _, ok := want[ld]; ok && !taken[ld] && found[ld].ix == nil {
+				taken[ld] = true
+				todo = append(todo, l)
+			}
+		}
+		got := make([]sharedIndex, len(todo))
+		errs := make([]error, len(todo))
+		sem := make(chan struct{}, indexFetches)
+		var wg sync.WaitGroup
+		for k, l := range todo {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				i := want[digest.Digest(l.Annotations[LayerDigestAnnotation])]
+				got[k], errs[k] = rc.sharedIndex(ctx, l, m.Layers[i], i, diffIDs)
+			}()
+		}
+		wg.Wait()
+		if _, err := diffIDs(); err != nil {
+			return map[digest.Digest]sharedIndex{}, err
+		}
+		for k, l := range todo {
+			ld := digest.Digest(l.Annotations[LayerDigestAnnotation])
+			if errs[k] != nil {
+				refused = append(refused, &IndexRefused{Layer: ld, Artifact: art.Digest, Reason: errs[k].Error()})
 				continue
 			}
-			ix, err := rc.sharedIndex(ctx, l, m.Layers[i], diffIDs[i])
-			if err != nil {
-				refused = append(refused, &IndexRefused{Layer: ld, Artifact: art.Digest, Reason: err.Error()})
-				continue
-			}
-			found[ld] = ix
+			found[ld] = got[k]
 		}
 	}
 	return found, errors.Join(refused...)
@@ -473,23 +518,32 @@ func parseIndexArtifact(raw []byte, subject ocispec.Descriptor) ([]ocispec.Descr
 	return out, nil
 }
 
-// sharedIndex fetches the index blob desc describes, for image layer layer of diffID
-// diffID, and accepts it only if it is that layer's (see checkSharedIndex).
-func (r *repoClient) sharedIndex(ctx context.Context, desc, layer ocispec.Descriptor, diffID digest.Digest) (*layerindex.Index, error) {
+// sharedIndex fetches the index blob desc describes, for image layer layer, the i-th of
+// the manifest, and accepts it only if it is that layer's, of the diffID the config gives
+// (see checkSharedIndex).
+func (r *repoClient) sharedIndex(ctx context.Context, desc, layer ocispec.Descriptor, i int, diffIDs func() ([]digest.Digest, error)) (sharedIndex, error) {
 	if max := layer.Size + maxIndexOverhead; layer.Size < 0 || desc.Size > max {
-		return nil, fmt.Errorf("%d bytes, more than an index of a %d-byte layer may be", desc.Size, layer.Size)
+		return sharedIndex{}, fmt.Errorf("%d bytes, more than an index of a %d-byte layer may be", desc.Size, layer.Size)
 	}
 	body := r.blob(ctx, desc.Digest, desc.Size)
 	defer body.Close()
 	v := desc.Digest.Verifier()
 	data, err := io.ReadAll(io.TeeReader(io.LimitReader(body, desc.Size+1), v))
 	if err != nil {
-		return nil, err
+		return sharedIndex{}, err
 	}
 	if int64(len(data)) != desc.Size || !v.Verified() {
-		return nil, fmt.Errorf("blob %s: the registry sent %d bytes not hashing to it", desc.Digest, len(data))
+		return sharedIndex{}, fmt.Errorf("blob %s: the registry sent %d bytes not hashing to it", desc.Digest, len(data))
 	}
-	return checkSharedIndex(data, layer, diffID)
+	ids, err := diffIDs()
+	if err != nil {
+		return sharedIndex{}, err
+	}
+	ix, err := checkSharedIndex(data, layer, ids[i])
+	if err != nil {
+		return sharedIndex{}, err
+	}
+	return sharedIndex{ix, data}, nil
 }
 
 // checkSharedIndex decodes a layer index from a registry and accepts it only if it names

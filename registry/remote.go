@@ -118,10 +118,21 @@ func (r *Remote) Resolve(ctx context.Context, repo, tagOrDigest string) (img sto
 		}
 		r.src.Saw(repo, l.Digest, l.Size)
 	}
-	if config, err = r.smallBlob(repo, m.Config); err != nil {
-		return img, nil, nil, err
+	// The config comes while the layer indexes are looked for: they wait for it only to be
+	// checked against its diffIDs.
+	var cfgErr error
+	cfgDone := make(chan struct{})
+	go func() {
+		defer close(cfgDone)
+		config, cfgErr = r.smallBlob(repo, m.Config)
+	}()
+	r.useSharedIndexes(ctx, repo, mdesc, m, func() ([]byte, error) {
+		<-cfgDone
+		return config, cfgErr
+	})
+	if <-cfgDone; cfgErr != nil {
+		return img, nil, nil, cfgErr
 	}
-	r.useSharedIndexes(ctx, repo, mdesc, m, config)
 	img = store.Image{Target: target, Descriptor: mdesc, Manifest: m, ID: m.Config.Digest}
 	if _, byTag := ref.(name.Tag); byTag {
 		img.Name = named
@@ -130,13 +141,16 @@ func (r *Remote) Resolve(ctx context.Context, repo, tagOrDigest string) (img sto
 }
 
 // useSharedIndexes stores in the store the layer indexes the registry shares for image
-// manifest m (mdesc its descriptor, config its config, both verified) that the store
-// lacks, so that no layer of them is streamed to be indexed. The registry is asked once
-// per manifest, before Resolve returns it (a second Resolve of it waits for the first's
-// answer): the mount's first read of a layer comes after, and finds its index stored.
-// What the registry would not give (each index refused and why, or its failure) is logged
-// then, once; the layers without an index are indexed from their blobs, as without any.
-func (r *Remote) useSharedIndexes(ctx context.Context, repo string, mdesc ocispec.Descriptor, m ocispec.Manifest, config []byte) {
+// manifest m (mdesc its descriptor, verified) that the store lacks, so that no layer of
+// them is streamed to be indexed; config gives the image's config, verified (it may be
+// on its way). The registry is asked once per manifest, before Resolve returns it (a
+// second Resolve of it waits for the first's answer; one whose config could not be had
+// is asked again): the mount's first read of a layer comes after, and finds its index
+// stored. The indexes are stored as the registry sent them (their digests verified, and
+// decoded), and at once. What the registry would not give (each index refused and why,
+// or its failure) is logged then, once; the layers without an index are indexed from
+// their blobs, as without any.
+func (r *Remote) useSharedIndexes(ctx context.Context, repo string, mdesc ocispec.Descriptor, m ocispec.Manifest, config func() ([]byte, error)) {
 	r.mu.Lock()
 	done, asked := r.shared[mdesc.Digest]
 	if asked {
@@ -156,9 +170,23 @@ func (r *Remote) useSharedIndexes(ctx context.Context, repo string, mdesc ocispe
 			break
 		}
 	}
-	var cfg ocispec.Image
-	if !missing || json.Unmarshal(config, &cfg) != nil {
-		return // a config that is not one fails the image's tree, which says so
+	if !missing {
+		return
+	}
+	errNoConfig := errors.New("no config")
+	diffIDs := func() ([]digest.Digest, error) {
+		data, err := config()
+		if err != nil {
+			r.mu.Lock()
+			delete(r.shared, mdesc.Digest) // asked again with the config
+			r.mu.Unlock()
+			return nil, errNoConfig
+		}
+		var cfg ocispec.Image
+		if json.Unmarshal(data, &cfg) != nil {
+			return nil, errNoConfig // a config that is not one fails the image's tree, which says so
+		}
+		return cfg.RootFS.DiffIDs, nil
 	}
 	rc, err := r.src.client(repo)
 	if err != nil {
@@ -166,15 +194,33 @@ func (r *Remote) useSharedIndexes(ctx context.Context, repo string, mdesc ocispe
 			"registry", r.Host(), "image", repo+"@"+mdesc.Digest.String(), "err", err)
 		return
 	}
-	found, err := rc.sharedIndexes(ctx, mdesc, m, cfg.RootFS.DiffIDs)
-	var used []string
+	found, err := rc.sharedIndexes(ctx, mdesc, m, diffIDs)
+	if errors.Is(err, errNoConfig) {
+		return
+	}
+	var puts []ocispec.Descriptor
 	for _, l := range m.Layers {
-		ix := found[l.Digest]
-		if ix == nil || r.s.HasLayerIndex(l) {
-			continue
+		if found[l.Digest].ix != nil && !slices.ContainsFunc(puts, func(p ocispec.Descriptor) bool { return p.Digest == l.Digest }) && !r.s.HasLayerIndex(l) {
+			puts = append(puts, l)
 		}
-		if perr := r.s.PutLayerIndex(ix); perr != nil {
-			err = errors.Join(err, fmt.Errorf("layer %s: storing its index: %w", l.Digest, perr))
+	}
+	// Each index file is written and synced: at once, not one after the other.
+	perrs := make([]error, len(puts))
+	var wg sync.WaitGroup
+	for k, l := range puts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if perr := r.s.PutLayerIndexData(found[l.Digest].ix, found[l.Digest].data); perr != nil {
+				perrs[k] = fmt.Errorf("layer %s: storing its index: %w", l.Digest, perr)
+			}
+		}()
+	}
+	wg.Wait()
+	var used []string
+	for k, l := range puts {
+		if perrs[k] != nil {
+			err = errors.Join(err, perrs[k])
 			continue
 		}
 		used = append(used, l.Digest.String())

@@ -33,7 +33,7 @@ type Source struct {
 
 	mu       sync.Mutex
 	seen     map[digest.Digest]seenBlob
-	clients  map[string]*repoClient // by repository
+	clients  map[string]*clientCall // by repository
 	bad      map[digest.Digest]error
 	inflight map[chunkKey]*fetchCall // the chunks being fetched
 	checkMu  sync.Mutex              // one whole-blob check at a time
@@ -75,7 +75,7 @@ func (c *Client) NewSource(host string, cache *chunks.Cache, log *slog.Logger) (
 		log = slog.Default()
 	}
 	return &Source{c: c, host: host, reg: reg, cache: cache, log: log, seen: map[digest.Digest]seenBlob{},
-		clients: map[string]*repoClient{}, bad: map[digest.Digest]error{}, inflight: map[chunkKey]*fetchCall{},
+		clients: map[string]*clientCall{}, bad: map[digest.Digest]error{}, inflight: map[chunkKey]*fetchCall{},
 		prefetchers: make(chan struct{}, prefetchers)}, nil
 }
 
@@ -196,23 +196,37 @@ func (t *cacheTee) whole() bool {
 func (s *Source) Fetched(d digest.Digest) int64 { return s.cache.Bytes(d) }
 
 // client returns the repoClient of repository repo, made on first use: making one asks
-// the registry (a ping, maybe a token), and a failure is not kept.
+// the registry (a ping, maybe a token), once for the callers that ask at the same time
+// (a lazy mount's first look at an image asks for its config and its layer indexes at
+// once), and a failure is not kept.
 func (s *Source) client(repo string) (*repoClient, error) {
 	s.mu.Lock()
-	rc := s.clients[repo]
-	s.mu.Unlock()
-	if rc != nil {
-		return rc, nil
+	c, ok := s.clients[repo]
+	if !ok {
+		c = &clientCall{done: make(chan struct{})}
+		s.clients[repo] = c
 	}
-	r := s.reg.Repo(repo)
-	rc, err := s.c.repoClient(context.Background(), r, transport.PullScope)
-	if err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	s.clients[repo] = rc
 	s.mu.Unlock()
-	return rc, nil
+	if ok {
+		<-c.done
+		return c.rc, c.err
+	}
+	c.rc, c.err = s.c.repoClient(context.Background(), s.reg.Repo(repo), transport.PullScope)
+	if c.err != nil {
+		s.mu.Lock()
+		delete(s.clients, repo)
+		s.mu.Unlock()
+	}
+	close(c.done)
+	return c.rc, c.err
+}
+
+// clientCall is the making of a repository's repoClient: rc or err is set before done
+// is closed.
+type clientCall struct {
+	done chan struct{}
+	rc   *repoClient
+	err  error
 }
 
 // remoteBlob is a blob of the registry, read through the chunk cache.

@@ -215,6 +215,18 @@ func (s *Store) PutLayerIndex(ix *layerindex.Index) error {
 	return nil
 }
 
+// PutLayerIndexData is PutLayerIndex of an index given with its encoding, data (what
+// ix was decoded from, as a registry shares it), which is stored as it is: encoding an
+// index again costs far more than decoding it (its checkpoints' windows are compressed
+// at the best level).
+func (s *Store) PutLayerIndexData(ix *layerindex.Index, data []byte) error {
+	if err := s.writeLayerIndex(ix, data); err != nil {
+		return err
+	}
+	s.cacheIndex(ix)
+	return nil
+}
+
 // cacheIndex keeps the stored layer index ix in memory.
 func (s *Store) cacheIndex(ix *layerindex.Index) {
 	s.cacheMu.Lock()
@@ -223,12 +235,18 @@ func (s *Store) cacheIndex(ix *layerindex.Index) {
 }
 
 func (s *Store) putLayerIndex(ix *layerindex.Index) error {
-	if err := ix.BlobDigest.Validate(); err != nil {
-		return fmt.Errorf("store: layer index: blob digest %q: %w", ix.BlobDigest, err)
-	}
 	data, err := ix.MarshalBinary()
 	if err != nil {
 		return fmt.Errorf("store: layer index of %s: %w", ix.BlobDigest, err)
+	}
+	return s.writeLayerIndex(ix, data)
+}
+
+// writeLayerIndex stores data, the encoding of ix, as the layer index of blob
+// ix.BlobDigest, atomically.
+func (s *Store) writeLayerIndex(ix *layerindex.Index, data []byte) error {
+	if err := ix.BlobDigest.Validate(); err != nil {
+		return fmt.Errorf("store: layer index: blob digest %q: %w", ix.BlobDigest, err)
 	}
 	release, err := s.Hold()
 	if err != nil {

@@ -271,4 +271,18 @@ func TestHasLayerIndex(t *testing.T) {
 	if err := s3.PutLayerIndex(ix); err != nil || !s3.HasLayerIndex(a.Layer) {
 		t.Fatalf("after PutLayerIndex: %v", err)
 	}
+	// PutLayerIndexData stores the bytes given (those a registry sent), which a new Store
+	// loads as they are.
+	os.Remove(s.layerIndexPath(a.Layer.Digest))
+	s4, _ := Open(s.Root())
+	if err := s4.PutLayerIndexData(ix, data); err != nil || !s4.HasLayerIndex(a.Layer) {
+		t.Fatalf("after PutLayerIndexData: %v", err)
+	}
+	if got, err := os.ReadFile(s.layerIndexPath(a.Layer.Digest)); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("PutLayerIndexData stored other bytes than given (%v)", err)
+	}
+	s5, _ := Open(s.Root())
+	if got, err := s5.LayerIndex(a.Layer); err != nil || got.DiffID != ix.DiffID {
+		t.Fatalf("the index PutLayerIndexData stored does not load: %v", err)
+	}
 }
