@@ -86,7 +86,7 @@ func (b *notedBlob) ReadAt(p []byte, off int64) (int, error) {
 
 // NewReader returns a reader over the uncompressed stream of the blob that ix describes.
 func NewReader(blob io.ReaderAt, ix *Index, cache *Cache) (*Reader, error) {
-	r := &Reader{blob: blob, ix: ix, cache: cache, lastSpan: -1} // a read at the start goes forward
+	r := &Reader{blob: blob, ix: ix, cache: cache, lastSpan: -1}
 	// An index is checksummed, not authenticated: its numbers are checked before any is
 	// used to size a slice or a loop.
 	if ix.Size < 0 || ix.BlobSize < 0 {
@@ -310,8 +310,12 @@ func (r *Reader) eachSpan(off int64, n int, use func(b []byte, e *cached)) (int,
 	// file's tar header checked before its data is read (a mount's first read of a file)
 	// is not a sequential reader, and the spans decoded ahead for it would be wasted (and,
 	// from a registry, fetched).
+	// A layer's first read is sequential only from the stream's start (a reader of the
+	// whole stream, as export.tar): the first file a mount reads in a layer is often in
+	// its first span, and a small one would have spans decoded (from a registry, fetched)
+	// ahead for nothing.
 	r.mu.Lock()
-	sequential := i == r.lastSpan+1 || (i == r.lastSpan && r.streaming)
+	sequential := (i == r.lastSpan+1 && (i > 0 || off == 0)) || (i == r.lastSpan && r.streaming)
 	if !sequential || !r.streaming {
 		r.streamStart = i
 	}
@@ -469,6 +473,31 @@ func (r *Reader) prefetch(i int) {
 	}
 }
 
+// Fetcher is an optional ability of a Prefetcher blob: Fetch gets [off, off+n) into the
+// blob's cache now (what is there already costs nothing), for the reads that follow.
+type Fetcher interface {
+	Fetch(off, n int64) error
+}
+
+// fetchInput has a Fetcher blob (a registry's) fetch the blob bytes that decode span i,
+// a whole checkpoint interval, at once: a reader waiting for the span then waits for one
+// request, not for one per piece its decoder reads (ISA-L's input, our inflater's
+// buffer), each sent only once the piece before it is decoded. A failure is left to the
+// decoder's reads, which say it.
+func (r *Reader) fetchInput(i int) {
+	f, ok := r.blob.(Fetcher)
+	if !ok || r.spans[i].split {
+		return
+	}
+	start, end := r.blobRange(i)
+	// Compressed data is never much longer than its output; an index saying otherwise
+	// gets no such fetch.
+	if end <= start || end-start > 2*(r.spans[i].end-r.spans[i].start)+64<<10 {
+		return
+	}
+	f.Fetch(start, end-start)
+}
+
 // blobRange is where in the blob the bytes that decode span i are: from its checkpoint
 // to the next one (and the little past it that ISA-L loads ahead).
 func (r *Reader) blobRange(i int) (start, end int64) {
@@ -497,6 +526,9 @@ func (r *Reader) spanCap(i int) int64 { return bufCap(r.spans[i].end - r.spans[i
 func (r *Reader) decode(i int, ahead bool) ([]byte, error) {
 	if err := r.knownBad(i); err != nil {
 		return nil, err
+	}
+	if !ahead {
+		r.fetchInput(i)
 	}
 	if in, ok := r.isalInput(i); ok {
 		if out, err := r.decodeISAL(i, in); err == nil {

@@ -3,6 +3,7 @@ package layerindex
 import (
 	"bytes"
 	"errors"
+	"sync"
 	"sync/atomic"
 	"testing"
 )
@@ -84,5 +85,86 @@ func TestReadAheadStartsAtTheNextSpan(t *testing.T) {
 	r.ahead.Wait()
 	if !r.cache.has(r.key(6)) {
 		t.Fatal("a read moving on into the next span decoded nothing ahead")
+	}
+}
+
+// TestReadAheadFromTheStart: a layer's first read, in its first span but not at its start
+// (a small file's header checked, then its data), decodes nothing ahead; a first read at
+// the stream's start (a reader of the whole stream) does.
+func TestReadAheadFromTheStart(t *testing.T) {
+	data := goTar(t)
+	blob := gzipLevel(t, data, 6)
+	ix := build(t, blob, testSpan/4)
+	p := make([]byte, 512)
+	for _, c := range []struct {
+		offs  []int64
+		ahead bool
+	}{{[]int64{512, 1024}, false}, {[]int64{0}, true}} {
+		r, err := NewReader(bytes.NewReader(blob), ix, NewCache(8<<20))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, off := range c.offs {
+			if _, err := r.ReadAt(p, off); err != nil {
+				t.Fatal(err)
+			}
+		}
+		r.ahead.Wait()
+		if got := r.cache.has(r.key(1)); got != c.ahead {
+			t.Errorf("first reads at %v: span 1 decoded ahead %v, want %v", c.offs, got, c.ahead)
+		}
+		r.Close()
+	}
+}
+
+// readsBlob is a Fetcher blob that records the reads a Reader makes of it; its Fetch
+// reads the range.
+type readsBlob struct {
+	*bytes.Reader
+	mu    sync.Mutex
+	reads []section
+}
+
+func (b *readsBlob) Fetch(off, n int64) error {
+	_, err := b.ReadAt(make([]byte, n), off)
+	return err
+}
+
+func (b *readsBlob) ReadAt(p []byte, off int64) (int, error) {
+	b.mu.Lock()
+	b.reads = append(b.reads, section{off, off + int64(len(p))})
+	b.mu.Unlock()
+	return b.Reader.ReadAt(p, off)
+}
+
+// TestFetchInput: a reader's first read of a span that is a whole checkpoint interval,
+// from a Fetcher blob (a registry's), fetches the span's compressed bytes at once (from
+// its checkpoint to the next, and ISA-L's slack beyond) before its decoder reads them in
+// pieces: one request for the span, not one per piece.
+func TestFetchInput(t *testing.T) {
+	data := goTar(t)
+	blob := gzipLevel(t, data, 6)
+	ix := build(t, blob, testSpan/4)
+	b := &readsBlob{Reader: bytes.NewReader(blob)}
+	r, err := NewReader(b, ix, NewCache(8<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	s := r.spans[2]
+	if s.split {
+		t.Fatal("span 2 is a piece of a longer interval")
+	}
+	p := make([]byte, 100)
+	for _, off := range []int64{s.start + 10, s.start + 1000} {
+		if _, err := r.ReadAt(p, off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.ahead.Wait()
+	cps := ix.Checkpoints
+	want := section{cps[s.cp].In, min(cps[s.cp+1].In+isalSlack, ix.BlobSize)}
+	if len(b.reads) == 0 || b.reads[0] != want {
+		t.Errorf("reading span 2: reads %v, want the first of %v", b.reads, want)
 	}
 }

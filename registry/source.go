@@ -395,6 +395,18 @@ const (
 	prefetchers     = 4
 )
 
+// Fetch gets [off, off+n) of the blob into the cache now, the chunks missing with one
+// request, unless the cache has them all (it is a layerindex.Fetcher): a span's decoder
+// then reads its input in pieces from the cache.
+func (b *remoteBlob) Fetch(off, n int64) error {
+	n = min(n, b.size-off)
+	if off < 0 || n <= 0 || b.cached(off, n) {
+		return nil
+	}
+	_, err := b.ReadAt(make([]byte, n), off)
+	return err
+}
+
 // cached says whether every chunk of [off, off+n) is in the cache.
 func (b *remoteBlob) cached(off, n int64) bool {
 	cs := b.s.cache.ChunkSize()
