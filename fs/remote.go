@@ -183,6 +183,16 @@ func (f *FS) repositories(reg *remoteReg) []string {
 	return reg.repos.names
 }
 
+// ListRegistries asks each registry of the mount for its repositories in the background,
+// as the first lookup in its directory would: called once the mount serves, it has the
+// answer (and a connection to the registry) ready, or on its way, by the time the first
+// path under the registry is looked up, instead of that lookup waiting for all of it.
+func (f *FS) ListRegistries() {
+	for _, reg := range f.remotes {
+		go f.repositories(reg)
+	}
+}
+
 // tagList returns the tags of repository repo, asked again after NameTimeout.
 func (f *FS) tagList(reg *remoteReg, repo string) []string {
 	reg.mu.Lock()

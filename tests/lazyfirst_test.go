@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/imgfs/imgfs/store"
 	"github.com/imgfs/imgfs/store/chunks"
@@ -18,7 +19,8 @@ import (
 // no more than the first span's compressed bytes (from the layer's start to the next
 // checkpoint, in whole chunks): the span comes in one request, not a request per piece
 // the decoder reads, and no span after it is decoded (and fetched) ahead for a small
-// file. Nothing of the lower layer is fetched.
+// file. Nothing of the lower layer is fetched. Before any of it, once it serves, the
+// mount asks for the registry's catalog by itself.
 func TestLazyFirstSmallFile(t *testing.T) {
 	r := startRegistry(t)
 	tmp := t.TempDir()
@@ -42,8 +44,26 @@ func TestLazyFirstSmallFile(t *testing.T) {
 
 	lazy := filepath.Join(tmp, "lazy")
 	mnt := t.TempDir()
+	catalogs := func() int {
+		n := 0
+		for _, l := range r.accessLog(t) {
+			if strings.Contains(l, `"GET /v2/_catalog`) {
+				n++
+			}
+		}
+		return n
+	}
+	before := catalogs()
 	imgfsOK(t, lazy, "mount", "--registry", r.host, mnt)
 	t.Cleanup(func() { unmountQuietly(mnt) })
+	// Once it serves, the mount asks for the registry's repositories by itself, so that
+	// the first lookup under the registry does not wait for them.
+	for i := 0; catalogs() == before; i++ {
+		if i == 100 {
+			t.Fatal("no catalog GET in 5 s after the mount, with nothing looked up")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	gets := len(r.blobGets(t))
 	got, err := os.ReadFile(filepath.Join(mnt, r.host, "test/first/1/rootfs/c/first"))
 	if err != nil || string(got) != "the first file of c\n" {

@@ -199,6 +199,7 @@ func serve(cmd *cobra.Command, g *globals, dir string, opts mount.Options, mf *m
 	defer close(stopMemory)
 	go holdMemory(stopMemory)
 	mount.Ready(nil)
+	f.ListRegistries()
 	logger.Info("mounted", "store", s.Root(), "mountpoint", srv.Dir(), "pid", os.Getpid(), "version", version)
 	err = srv.Serve()
 	logger.Info("unmounted", "mountpoint", srv.Dir(), "err", err)
