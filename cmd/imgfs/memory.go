@@ -12,26 +12,35 @@ import (
 // spans evicted from it, garbage at a rate of one span per 4 MiB read. With the Go
 // defaults (GOGC=100, no memory limit) the heap grows to twice what is live and the pages
 // freed stay mapped for a while, so a full read of an image left the daemon at about three
-// times the memory it needed. While it serves, the daemon therefore collects garbage at
-// 25% heap growth and holds its memory under memoryFloor with a soft memory limit; the
-// limit follows the live heap up (memoryHeadroom above it), so that a mount holding more
-// than the floor (the inodes of a huge image) is never made to collect without end.
-// GOGC and GOMEMLIMIT, when set, are left as they say.
+// times the memory it needed. While it serves, the daemon therefore holds its memory
+// under memoryFloor with a soft memory limit, and above it collects garbage at 25% heap
+// growth; the limit follows the live heap up (memoryHeadroom above it), so that a mount
+// holding more than the floor (the inodes of a huge image) is never made to collect
+// without end. Below the floor it collects at Go's default growth (100%), the limit
+// holding it under the floor all the same: a mount's first reads (layer indexes decoded,
+// a tree merged) grow a small heap to a few tens of MiB, and at 25% that took a dozen
+// collections, a tenth of a lazy mount's time to its first byte. GOGC and GOMEMLIMIT,
+// when set, are left as they say.
 const (
 	gcPercent      = 25
+	floorGCPercent = 100 // below the floor
 	memoryFloor    = 60 << 20
 	memoryHeadroom = 1.5 // limit: at least the live heap times this
 	memoryInterval = time.Second
 )
 
 // holdMemory applies the memory policy above until stop is closed, then restores the
-// limit it found.
+// GC percentage and limit it found.
 func holdMemory(stop <-chan struct{}) {
-	if os.Getenv("GOGC") == "" {
-		old := debug.SetGCPercent(gcPercent)
+	setGC := os.Getenv("GOGC") == ""
+	if setGC {
+		old := debug.SetGCPercent(floorGCPercent)
 		defer debug.SetGCPercent(old)
 	}
 	if os.Getenv("GOMEMLIMIT") != "" {
+		if setGC {
+			debug.SetGCPercent(gcPercent) // no floor without a limit of ours
+		}
 		<-stop
 		return
 	}
@@ -40,13 +49,16 @@ func holdMemory(stop <-chan struct{}) {
 	live := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
 	set := func() {
 		metrics.Read(live)
-		limit := int64(memoryFloor)
+		limit, pct := int64(memoryFloor), floorGCPercent
 		if live[0].Value.Kind() == metrics.KindUint64 {
 			if l := float64(live[0].Value.Uint64()) * memoryHeadroom; l > memoryFloor {
-				limit = int64(min(l, math.MaxInt64/2))
+				limit, pct = int64(min(l, math.MaxInt64/2)), gcPercent
 			}
 		}
 		debug.SetMemoryLimit(limit)
+		if setGC {
+			debug.SetGCPercent(pct)
+		}
 	}
 	set()
 	t := time.NewTicker(memoryInterval)
