@@ -850,15 +850,23 @@ func (d *decoder) window(i int) []byte {
 		d.fail(off, "checkpoint %d: window length %d > %d", i, n, maxWindowSize)
 		return nil
 	}
-	w := make([]byte, n)
 	if n == 0 {
-		return w
+		return []byte{}
 	}
 	off = d.off
 	comp := d.take("compressed window")
 	if d.err != nil {
 		return nil
 	}
+	if haveISAL {
+		w, err := inflateWindow(comp, int(n))
+		if err != nil {
+			d.fail(off, "checkpoint %d: window of %d bytes: %v", i, n, err)
+			return nil
+		}
+		return w
+	}
+	w := make([]byte, n)
 	d.br.Reset(comp)
 	if d.fr == nil {
 		d.fr = flateReaders.Get().(io.ReadCloser)

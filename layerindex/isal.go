@@ -104,10 +104,33 @@ static int imgfs_span_feed(imgfs_span *sp, uint8_t *in, uint32_t in_len, uint8_t
 	s->next_out = NULL;
 	return ret;
 }
+
+// imgfs_inflate_whole inflates in, a whole raw DEFLATE stream, into out, which has room
+// for one byte more than is wanted: it returns the bytes produced, or -1 when the data is
+// bad or does not end (its last block) exactly at the end of in.
+static long imgfs_inflate_whole(uint8_t *in, uint32_t in_len, uint8_t *out, uint32_t out_len) {
+	struct inflate_state *s = malloc(sizeof *s);
+	if (s == NULL) return -1;
+	isal_inflate_init(s);
+	s->crc_flag = ISAL_DEFLATE;
+	s->next_in = in;
+	s->avail_in = in_len;
+	s->next_out = out;
+	s->avail_out = out_len;
+	int ret = isal_inflate(s);
+	long n = -1;
+	if (ret == ISAL_DECOMP_OK && s->block_state == ISAL_BLOCK_FINISH &&
+	    s->avail_in + s->read_in_length / 8 == 0) {
+		n = out_len - s->avail_out;
+	}
+	free(s);
+	return n;
+}
 */
 import "C"
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"runtime"
@@ -121,6 +144,27 @@ import (
 // ends of members. Pieces of long intervals go through our inflater, and so does a span
 // that ISA-L fails on (bad data, which our inflater then reports exactly).
 const haveISAL = true
+
+// inflateWindow inflates comp, a checkpoint's window as an index stores it (a whole raw
+// DEFLATE stream), which must give exactly n bytes, with nothing of comp left over.
+// ISA-L does it several times faster than compress/flate: decoding an index is mostly
+// inflating its windows.
+func inflateWindow(comp []byte, n int) ([]byte, error) {
+	if len(comp) == 0 {
+		return nil, errors.New("no DEFLATE stream")
+	}
+	out := make([]byte, n+1) // room for a byte too many, to tell a longer stream
+	got := C.imgfs_inflate_whole((*C.uint8_t)(unsafe.Pointer(&comp[0])), C.uint32_t(len(comp)),
+		(*C.uint8_t)(unsafe.Pointer(&out[0])), C.uint32_t(len(out)))
+	runtime.KeepAlive(comp)
+	switch {
+	case got < 0:
+		return nil, errors.New("not one whole DEFLATE stream")
+	case int(got) != n:
+		return nil, fmt.Errorf("inflates to %d bytes, not %d", int(got), n)
+	}
+	return out[:n:n], nil
+}
 
 // isalPiece is how much compressed input is read at a time. Reading a span's input whole
 // would take a buffer as long as the longest span's input per decoder, kept or faulted in
