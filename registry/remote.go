@@ -84,6 +84,9 @@ func (r *Remote) Resolve(ctx context.Context, repo, tagOrDigest string) (img sto
 	if err != nil {
 		return img, nil, nil, fmt.Errorf("invalid reference %q: %v", refStr, err)
 	}
+	// The repository's client, which the config and the layer indexes come through, is
+	// made (a ping, maybe a token) while the manifest comes.
+	go r.src.client(repo)
 	raw, top, mt, err := r.c.Manifest(ctx, ref)
 	if err != nil {
 		return img, nil, nil, err
