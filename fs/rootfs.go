@@ -2,6 +2,8 @@ package fs
 
 import (
 	"fmt"
+	"runtime"
+	"sync"
 
 	"github.com/imgfs/imgfs/layerindex"
 	"github.com/imgfs/imgfs/layerindex/overlay"
@@ -17,13 +19,26 @@ func (im *image) rootfsTree() (*overlay.Tree, error) {
 	}
 	// A failure is not kept (a layer index may be built or mended meanwhile): the next
 	// lookup tries again.
+	// The indexes are loaded (or, for a registry's layer, built by streaming it) a few at a
+	// time: each is CPU-bound on one core.
 	ixs := make([]*layerindex.Index, len(im.img.Manifest.Layers))
+	errs := make([]error, len(ixs))
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, runtime.GOMAXPROCS(0))
 	for i := range ixs {
-		ix, err := im.layerIndex(i)
+		wg.Add(1)
+		slots <- struct{}{}
+		go func() {
+			defer wg.Done()
+			ixs[i], errs[i] = im.layerIndex(i)
+			<-slots
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
 		if err != nil {
 			return nil, fmt.Errorf("layer %d (%s): %w", i, im.img.Manifest.Layers[i].Digest, err)
 		}
-		ixs[i] = ix
 	}
 	t, err := overlay.Merge(ixs)
 	if err != nil {
