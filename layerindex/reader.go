@@ -29,7 +29,7 @@ type Reader struct {
 	streamStart int            // the span where the reads that follow each other began
 	closed      bool           // Close was called: start no read-ahead, park nothing
 	ahead       sync.WaitGroup // read-ahead goroutines in flight
-	asked       int64          // a Prefetcher blob was asked for its bytes up to here
+	asked       int64          // a Fetcher blob was asked to prefetch its bytes up to here
 
 	bad map[int]badSpan // by checkpoint: where decoding its interval failed; under mu
 }
@@ -430,22 +430,28 @@ func (r *Reader) readAhead(from int) {
 	}
 }
 
-// Prefetcher is an optional ability of the blob a Reader reads. A blob whose reads are
-// slow to start (a registry's: a request each) fetches [off, off+n) in the background when
-// asked, so that the decoders ahead of a sequential reader find their input there instead
-// of each waiting for a request of its own.
-type Prefetcher interface {
+// Fetcher is an optional ability of the blob a Reader reads, found by type assertion. A
+// blob whose reads are slow to start (a registry's: a request each) gets its bytes ahead
+// of the reads of them, what it holds already costing nothing:
+//   - Fetch gets [off, off+n) now, in one request: a reader waiting for a span then waits
+//     for one request, not one per piece its decoder reads;
+//   - Prefetch starts getting [off, off+n) in the background and returns: the decoders
+//     ahead of a sequential reader then find their input there.
+//
+// Failures are left to the reads that need the bytes, which say them.
+type Fetcher interface {
+	Fetch(off, n int64) error
 	Prefetch(off, n int64)
 }
 
-// prefetchAhead is how far a Prefetcher blob is asked to fetch ahead of a sequential
+// prefetchAhead is how far a Fetcher blob is asked to fetch ahead of a sequential
 // reader, in blob bytes from the start of the span being read.
 const prefetchAhead = 16 << 20
 
-// prefetch asks a Prefetcher blob for the bytes that decode the spans from span i on, up to
+// prefetch asks a Fetcher blob for the bytes that decode the spans from span i on, up to
 // prefetchAhead, each byte once while the reader goes forward.
 func (r *Reader) prefetch(i int) {
-	p, ok := r.blob.(Prefetcher)
+	p, ok := r.blob.(Fetcher)
 	if !ok || i >= len(r.spans) {
 		return
 	}
@@ -473,17 +479,11 @@ func (r *Reader) prefetch(i int) {
 	}
 }
 
-// Fetcher is an optional ability of a Prefetcher blob: Fetch gets [off, off+n) into the
-// blob's cache now (what is there already costs nothing), for the reads that follow.
-type Fetcher interface {
-	Fetch(off, n int64) error
-}
-
 // fetchInput has a Fetcher blob (a registry's) fetch the blob bytes that decode span i,
 // a whole checkpoint interval, at once: a reader waiting for the span then waits for one
 // request, not for one per piece its decoder reads (ISA-L's input, our inflater's
 // buffer), each sent only once the piece before it is decoded. A failure is left to the
-// decoder's reads, which say it.
+// decoder's reads.
 func (r *Reader) fetchInput(i int) {
 	f, ok := r.blob.(Fetcher)
 	if !ok || r.spans[i].split {

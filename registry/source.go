@@ -366,10 +366,8 @@ func (b *remoteBlob) ReadAt(p []byte, off int64) (int, error) {
 }
 
 // Prefetch fetches [off, off+n) of the blob into the cache in the background (it is a
-// layerindex.Prefetcher): in requests of up to prefetchRequest bytes, in order, at most
-// prefetchers of them at a time for the source, each for the chunks not cached yet (or
-// being fetched, which it waits for as a read does). What fails is left to the reads
-// that need the bytes.
+// layerindex.Fetcher): as Fetch does, in pieces of up to prefetchRequest bytes, in order,
+// at most prefetchers of them at a time for the source.
 func (b *remoteBlob) Prefetch(off, n int64) {
 	end := min(off+n, b.size)
 	if off < 0 || off >= end {
@@ -380,9 +378,7 @@ func (b *remoteBlob) Prefetch(off, n int64) {
 			b.s.prefetchers <- struct{}{}
 			go func(at, n int64) {
 				defer func() { <-b.s.prefetchers }()
-				if !b.cached(at, n) {
-					b.ReadAt(make([]byte, n), at)
-				}
+				b.Fetch(at, n)
 			}(at, min(prefetchRequest, end-at))
 		}
 	}()
@@ -396,8 +392,8 @@ const (
 )
 
 // Fetch gets [off, off+n) of the blob into the cache now, the chunks missing with one
-// request, unless the cache has them all (it is a layerindex.Fetcher): a span's decoder
-// then reads its input in pieces from the cache.
+// request (waiting for those being fetched, as a read does), unless the cache has them
+// all: a span's decoder then reads its input in pieces from the cache.
 func (b *remoteBlob) Fetch(off, n int64) error {
 	n = min(n, b.size-off)
 	if off < 0 || n <= 0 || b.cached(off, n) {

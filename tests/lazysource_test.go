@@ -370,7 +370,7 @@ func (r *testRegistry) registryLayers(t *testing.T, s *store.Store, desc ocispec
 // TestRegistryPrefetch reads a gzip layer of the test registry from start to end in the
 // pieces FUSE reads in, through a registry.Source whose store has the layer's index (of
 // small spans) but none of its bytes: the blob is fetched ahead of the reader in a few
-// large Range requests (layerindex.Prefetcher), not one per span, every byte of it exactly
+// large Range requests (layerindex.Fetcher.Prefetch), not one per span, every byte of it exactly
 // once, and the stream is the layer's tar.
 func TestRegistryPrefetch(t *testing.T) {
 	r := startRegistry(t)
