@@ -1,7 +1,8 @@
 # shellcheck shell=bash disable=SC2034,SC2154 # SC2154: bin, mnt, daemon are the sourcing script's; ab, sides, base_rev: read by the scripts that source this
 # Sourced by walk.sh, export.sh, diff.sh, pull.sh and lazy.sh (from the repository's root,
-# $work set): rounds, medians, the A/B mode that times another commit's imgfs in the same
-# run, and fixtures.
+# with their arguments): the work directory ($work: WORKDIR, the first argument, made if
+# missing, or a new temp one), Go on the PATH, the tools they need, rounds, medians, the A/B
+# mode that times another commit's imgfs in the same run, and fixtures.
 #   ROUNDS=N    timed runs of every figure (default 3); the median is the middle one (the mean
 #               of the middle two when N is even).
 #   BASE=REV    also build REV's imgfs (in a throwaway `git worktree add --detach` under $work,
@@ -10,6 +11,19 @@
 #               both medians and new/base.
 #   SIZE_MB=N   the fixture's size (each script has its own default); a smaller one for smoke
 #               runs. The size is recorded in $work, and a fixture of another size is remade.
+
+work=${1:-$(mktemp -d)}
+mkdir -p "$work"
+work=$(realpath "$work")
+export PATH=$PATH:/usr/local/go/bin
+
+# need TOOL...: fails the script, naming the package, unless every TOOL is installed.
+need() {
+  local p
+  for p; do
+    command -v "$p" >/dev/null || { echo "$(basename "$0"): $p not found: apt-get install $p (or scripts/install-deps.sh)" >&2; exit 1; }
+  done
+}
 
 rounds=${ROUNDS:-3}
 [[ $rounds =~ ^[1-9][0-9]*$ ]] || { echo "ROUNDS must be a positive integer, not '$rounds'" >&2; exit 2; }

@@ -16,10 +16,6 @@
 #        (as root; needs /dev/fuse, skopeo, ~2 GB, ~3 GB with BASE)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-work=${1:-$(mktemp -d)}
-mkdir -p "$work"
-work=$(realpath "$work")
-export PATH=$PATH:/usr/local/go/bin
 . scripts/bench/ab.sh
 make -s build
 [ $ab = 0 ] || ab_build_base

@@ -26,14 +26,8 @@
 #        (as root; needs /dev/fuse, skopeo, docker-registry, pigz, ~2 GB)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-work=${1:-$(mktemp -d)}
-mkdir -p "$work"
-work=$(realpath "$work")
-export PATH=$PATH:/usr/local/go/bin
 . scripts/bench/ab.sh
-for p in skopeo docker-registry pigz; do
-  command -v "$p" >/dev/null || { echo "lazy.sh: $p not found: apt-get install $p (or scripts/install-deps.sh)" >&2; exit 1; }
-done
+need skopeo docker-registry pigz
 make -s build
 [ $ab = 0 ] || ab_build_base
 go build -o "$work/lxbench" ./scripts/bench/lxbench

@@ -17,15 +17,9 @@
 #        (as root to drop the page cache; needs skopeo, docker-registry, pigz, ~2.5 GB)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-work=${1:-$(mktemp -d)}
-mkdir -p "$work"
-work=$(realpath "$work")
-export PATH=$PATH:/usr/local/go/bin
 ROUNDS=${ROUNDS:-5}
 . scripts/bench/ab.sh
-for p in skopeo docker-registry pigz; do
-  command -v "$p" >/dev/null || { echo "pull.sh: $p not found: apt-get install $p (or scripts/install-deps.sh)" >&2; exit 1; }
-done
+need skopeo docker-registry pigz
 make -s build
 [ $ab = 0 ] || ab_build_base
 go build -o "$work/lxbench" ./scripts/bench/lxbench

@@ -12,10 +12,6 @@
 #        (as root; needs /dev/fuse and ~1 GB in WORKDIR, ~1.3 GB with BASE)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-work=${1:-$(mktemp -d)}
-mkdir -p "$work"
-work=$(realpath "$work")
-export PATH=$PATH:/usr/local/go/bin
 . scripts/bench/ab.sh
 make -s build
 [ $ab = 0 ] || ab_build_base
