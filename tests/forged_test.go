@@ -47,22 +47,8 @@ func TestForgedIndexOffsets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	entries := ix.TOC.Entries()
-	offsets := map[string]int64{}
-	for _, e := range entries {
-		offsets[e.Name] = e.Offset
-	}
-	for i, e := range entries {
-		switch e.Name {
-		case "a.txt":
-			entries[i].Offset = offsets["b.txt"]
-		case long + "twin-A":
-			entries[i].Offset = offsets[long+"twin-B"]
-		}
-	}
-	forged := *ix
-	forged.TOC = layerindex.NewTOC(entries)
-	if err := s.PutLayerIndex(&forged); err != nil {
+	forged := pointAt(ix, map[string]string{"a.txt": "b.txt", long + "twin-A": long + "twin-B"})
+	if err := s.PutLayerIndex(forged); err != nil {
 		t.Fatal(err)
 	}
 
@@ -102,4 +88,22 @@ func TestForgedIndexOffsets(t *testing.T) {
 		strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
 		t.Errorf("imgfs diff through the forged index: exit %d, stdout %q, stderr %q; want exit 1 and one line naming a.txt and the layer", r.code, r.stdout, r.stderr)
 	}
+}
+
+// pointAt returns a copy of ix whose entries named as keys of to have the data offsets of
+// the entries their values name: an index forged to serve one file's bytes as another's.
+func pointAt(ix *layerindex.Index, to map[string]string) *layerindex.Index {
+	entries := ix.TOC.Entries()
+	offsets := map[string]int64{}
+	for _, e := range entries {
+		offsets[e.Name] = e.Offset
+	}
+	for i, e := range entries {
+		if other, ok := to[e.Name]; ok {
+			entries[i].Offset = offsets[other]
+		}
+	}
+	forged := *ix
+	forged.TOC = layerindex.NewTOC(entries)
+	return &forged
 }
