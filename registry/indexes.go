@@ -58,6 +58,9 @@ const (
 	// far smaller than its layer (a checkpoint's window every few MiB, a few bytes per tar
 	// entry), and a registry must not make a mount read without end.
 	maxIndexOverhead = 16 << 20
+	// indexPrealloc is as much of a shared index's buffer as is made before its bytes
+	// come: a few times a big image's index.
+	indexPrealloc = 8 << 20
 )
 
 // emptyJSON is the bytes of ocispec.DescriptorEmptyJSON, the artifact's config.
@@ -527,12 +530,16 @@ func (r *repoClient) sharedIndex(ctx context.Context, desc, layer ocispec.Descri
 	}
 	body := r.blob(ctx, desc.Digest, desc.Size)
 	defer body.Close()
-	v := desc.Digest.Verifier()
-	data, err := io.ReadAll(io.TeeReader(io.LimitReader(body, desc.Size+1), v))
-	if err != nil {
+	// Read into a buffer of the size the artifact gives, not io.ReadAll's growing one:
+	// that grew and copied a megabyte index a dozen times on a lazy mount's first read.
+	// Bounded up front, as that size is the registry's word until the bytes come.
+	var buf bytes.Buffer
+	buf.Grow(int(min(desc.Size, indexPrealloc)) + bytes.MinRead)
+	if _, err := buf.ReadFrom(io.LimitReader(body, desc.Size+1)); err != nil {
 		return sharedIndex{}, err
 	}
-	if int64(len(data)) != desc.Size || !v.Verified() {
+	data := buf.Bytes()
+	if got := desc.Digest.Algorithm().FromBytes(data); int64(len(data)) != desc.Size || got != desc.Digest {
 		return sharedIndex{}, fmt.Errorf("blob %s: the registry sent %d bytes not hashing to it", desc.Digest, len(data))
 	}
 	ids, err := diffIDs()
