@@ -466,8 +466,13 @@ func TestBuiltIndexRoundTrip(t *testing.T) {
 			if err := got.UnmarshalBinary(enc); err != nil {
 				t.Fatal(err)
 			}
-			if !reflect.DeepEqual(&got, ix) {
+			if !reflect.DeepEqual(unpacked(t, &got), ix) {
 				t.Fatal("decoded index differs from the built one")
+			}
+			for i, c := range got.Checkpoints {
+				if len(ix.Checkpoints[i].Window) > 0 && c.Window != nil {
+					t.Fatalf("checkpoint %d: its window was inflated as the index was read", i)
+				}
 			}
 			r, err := NewReader(bytes.NewReader(v.blob), &got, NewCache(0))
 			if err != nil {
@@ -477,6 +482,54 @@ func TestBuiltIndexRoundTrip(t *testing.T) {
 			checkRead(t, r, v.tar, int64(len(v.tar))/3, 3*testSpan)
 			t.Logf("%s: index %d bytes for %d uncompressed (%.2f%%)", v.name, len(enc), ix.Size, 100*float64(len(enc))/float64(ix.Size))
 		})
+	}
+}
+
+// A window that does not inflate as its index says fails the reads of the spans decoded
+// from its checkpoint as a corrupt index, and gives no bytes; the other spans read on.
+func TestReaderBadWindow(t *testing.T) {
+	data := goTar(t)
+	blob := gzipLevel(t, data, 6)
+	enc, err := build(t, blob, testSpan).MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ix Index
+	if err := ix.UnmarshalBinary(enc); err != nil {
+		t.Fatal(err)
+	}
+	k := len(ix.Checkpoints) / 2
+	for k < len(ix.Checkpoints) && ix.Checkpoints[k].packed == nil {
+		k++
+	}
+	if k == len(ix.Checkpoints) {
+		t.Fatalf("no packed window among %d checkpoints", len(ix.Checkpoints))
+	}
+	// Well formed, well checksummed, and short of its length by one byte.
+	ix.Checkpoints[k].packed = ixfDeflate(make([]byte, ix.Checkpoints[k].packedLen-1))
+	if enc, err = ix.MarshalBinary(); err != nil {
+		t.Fatal(err)
+	}
+	var bad Index
+	if err := bad.UnmarshalBinary(enc); err != nil {
+		t.Fatalf("the index with a bad window does not decode: %v", err)
+	}
+	r, err := NewReader(bytes.NewReader(blob), &bad, NewCache(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	at := bad.Checkpoints[k].Out
+	buf := make([]byte, 4096)
+	for range 2 {
+		n, err := r.ReadAt(buf, at)
+		if !errors.Is(err, ErrCorruptIndex) || n != 0 {
+			t.Fatalf("read at %d (checkpoint %d's span): %d bytes, %v; want none and ErrCorruptIndex", at, k, n, err)
+		}
+	}
+	checkRead(t, r, data, 0, 4096)
+	if k+1 < len(bad.Checkpoints) {
+		checkRead(t, r, data, bad.Checkpoints[k+1].Out, 4096)
 	}
 }
 

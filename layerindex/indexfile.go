@@ -189,7 +189,7 @@ func (ix *Index) MarshalBinary() ([]byte, error) {
 		tabBytes += len(s) + 2
 	}
 	for i := range ix.Checkpoints {
-		windowBytes += len(ix.Checkpoints[i].Window)
+		windowBytes += len(ix.Checkpoints[i].Window) + 2*len(ix.Checkpoints[i].packed)
 	}
 
 	e := encoder{buf: make([]byte, 0, 256+tabBytes+nameBytes/3+16*toc.Len()+windowBytes/2+16*len(ix.Checkpoints))}
@@ -249,7 +249,7 @@ func (ix *Index) MarshalBinary() ([]byte, error) {
 		if c.Member {
 			f |= cpMember
 		}
-		if c.Window != nil {
+		if c.hasWindow() {
 			f |= cpWindow
 		}
 		if c.CRCs != nil {
@@ -264,6 +264,13 @@ func (ix *Index) MarshalBinary() ([]byte, error) {
 			for _, v := range c.CRCs {
 				e.buf = binary.LittleEndian.AppendUint32(e.buf, v)
 			}
+		}
+		if c.packed != nil {
+			// As it was read: compressing a window again costs more than all the rest.
+			e.uvarint(uint64(c.packedLen))
+			e.uvarint(uint64(len(c.packed)))
+			e.buf = append(e.buf, c.packed...)
+			continue
 		}
 		if c.Window == nil {
 			continue
@@ -306,8 +313,8 @@ func (ix *Index) checkEncodable() error {
 		if c.Bit > 7 {
 			return fmt.Errorf("checkpoint %d: Bit %d > 7", i, c.Bit)
 		}
-		if len(c.Window) > maxWindowSize {
-			return fmt.Errorf("checkpoint %d: window of %d bytes > %d", i, len(c.Window), maxWindowSize)
+		if len(c.Window) > maxWindowSize || c.packedLen > maxWindowSize {
+			return fmt.Errorf("checkpoint %d: window of %d bytes > %d", i, max(len(c.Window), c.packedLen), maxWindowSize)
 		}
 	}
 	return nil
@@ -473,10 +480,6 @@ func (ix *Index) unmarshal(data []byte, entries bool) error {
 	d := decoder{data: body, off: off, skipEntries: !entries}
 	var out Index
 	d.index(&out)
-	if d.fr != nil {
-		d.fr.(flate.Resetter).Reset(bytes.NewReader(nil), nil) // drop the reference to data
-		flateReaders.Put(d.fr)
-	}
 	if d.err != nil {
 		return d.err
 	}
@@ -498,9 +501,6 @@ type decoder struct {
 	strs []string
 
 	skipEntries bool // check the entries but keep none
-
-	br bytes.Reader
-	fr io.ReadCloser
 }
 
 func (d *decoder) fail(off int, format string, args ...any) {
@@ -831,7 +831,7 @@ func (d *decoder) checkpoints(ix *Index, nonNil bool) {
 			}
 		}
 		if f&cpWindow != 0 {
-			c.Window = d.window(i)
+			d.window(i, c)
 		}
 		if d.err != nil {
 			return
@@ -840,58 +840,65 @@ func (d *decoder) checkpoints(ix *Index, nonNil bool) {
 	ix.Checkpoints = cps
 }
 
-func (d *decoder) window(i int) []byte {
+// window reads checkpoint i's window into c: packed, as the file has it (Checkpoint.window
+// inflates it where a decode starts), or empty.
+func (d *decoder) window(i int, c *Checkpoint) {
 	off := d.off
 	n := d.uvarint("window length")
 	if d.err != nil {
-		return nil
+		return
 	}
 	if n > maxWindowSize {
 		d.fail(off, "checkpoint %d: window length %d > %d", i, n, maxWindowSize)
-		return nil
+		return
 	}
 	if n == 0 {
-		return []byte{}
+		c.Window = []byte{}
+		return
 	}
 	off = d.off
 	comp := d.take("compressed window")
-	if d.err != nil {
-		return nil
+	switch {
+	case d.err != nil:
+		return
+	case len(comp) == 0:
+		d.fail(off, "checkpoint %d: a window of %d bytes in no bytes", i, n)
+		return
 	}
+	// A copy: the file's bytes are not kept.
+	c.packed, c.packedLen = bytes.Clone(comp), int(n)
+}
+
+// inflatePacked inflates comp, a window as an index file holds it (one whole raw DEFLATE
+// stream), which must give exactly n bytes, with nothing of comp left over.
+func inflatePacked(comp []byte, n int) ([]byte, error) {
 	if haveISAL {
-		w, err := inflateWindow(comp, int(n))
-		if err != nil {
-			d.fail(off, "checkpoint %d: window of %d bytes: %v", i, n, err)
-			return nil
-		}
-		return w
+		return inflateWindow(comp, n)
+	}
+	fr := flateReaders.Get().(io.ReadCloser)
+	br := bytes.NewReader(comp)
+	defer func() {
+		fr.(flate.Resetter).Reset(bytes.NewReader(nil), nil) // drop the reference to comp
+		flateReaders.Put(fr)
+	}()
+	if err := fr.(flate.Resetter).Reset(br, nil); err != nil {
+		return nil, err
 	}
 	w := make([]byte, n)
-	d.br.Reset(comp)
-	if d.fr == nil {
-		d.fr = flateReaders.Get().(io.ReadCloser)
-	}
-	if err := d.fr.(flate.Resetter).Reset(&d.br, nil); err != nil {
-		d.fail(off, "checkpoint %d: window: %v", i, err)
-		return nil
-	}
 	// Read at most one byte more than declared, to tell a longer stream from a complete one.
-	lr := io.LimitedReader{R: d.fr, N: int64(n) + 1}
+	lr := io.LimitedReader{R: fr, N: int64(n) + 1}
 	if _, err := io.ReadFull(&lr, w); err != nil {
-		d.fail(off, "checkpoint %d: window shorter than %d bytes: %v", i, n, err)
-		return nil
+		return nil, fmt.Errorf("shorter than %d bytes: %v", n, err)
 	}
 	var one [1]byte
 	if k, err := io.ReadFull(&lr, one[:]); k != 0 || err != io.EOF {
 		if err == nil {
 			err = errors.New("more data than declared")
 		}
-		d.fail(off, "checkpoint %d: window of %d bytes: %v", i, n, err)
-		return nil
+		return nil, fmt.Errorf("of %d bytes: %v", n, err)
 	}
-	if d.br.Len() != 0 {
-		d.fail(off, "checkpoint %d: %d bytes after the window's DEFLATE stream", i, d.br.Len())
-		return nil
+	if br.Len() != 0 {
+		return nil, fmt.Errorf("%d bytes after its DEFLATE stream", br.Len())
 	}
-	return w
+	return w, nil
 }

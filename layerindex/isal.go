@@ -147,8 +147,8 @@ const haveISAL = true
 
 // inflateWindow inflates comp, a checkpoint's window as an index stores it (a whole raw
 // DEFLATE stream), which must give exactly n bytes, with nothing of comp left over.
-// ISA-L does it several times faster than compress/flate: decoding an index is mostly
-// inflating its windows.
+// ISA-L does it several times faster than compress/flate, and every span decoded from a
+// checkpoint of an index read from its file begins with it.
 func inflateWindow(comp []byte, n int) ([]byte, error) {
 	if len(comp) == 0 {
 		return nil, errors.New("no DEFLATE stream")

@@ -142,8 +142,15 @@ type Checkpoint struct {
 	Member bool
 
 	// Window is the uncompressed data just before Out that DEFLATE back-references may
-	// reach (up to 32 KiB); empty at member starts and for zstd.
+	// reach (up to 32 KiB); empty at member starts and for zstd. An index read from its
+	// file leaves it nil and keeps the window as the file holds it, compressed (packed),
+	// inflated by each decode that starts here: most checkpoints of a mounted layer are
+	// never decoded from, and inflating every window made up most of the cost of reading
+	// an index, and most of its memory.
 	Window []byte
+
+	packed    []byte // the window's raw DEFLATE stream, from the index file
+	packedLen int    // the length of the window it inflates to
 
 	// CRCs are the CRC-32C of the uncompressed bytes from Out to the next checkpoint's Out
 	// (or the end of the stream), one for the whole interval, or, for an interval longer
@@ -154,6 +161,21 @@ type Checkpoint struct {
 	// read refuse bytes it cannot vouch for.
 	CRCs []uint32
 }
+
+// window returns the checkpoint's window: Window, or the packed one inflated.
+func (c *Checkpoint) window() ([]byte, error) {
+	if c.packed == nil {
+		return c.Window, nil
+	}
+	w, err := inflatePacked(c.packed, c.packedLen)
+	if err != nil {
+		return nil, fmt.Errorf("%w: the window of the checkpoint at blob byte %d: %v", ErrCorruptIndex, c.In, err)
+	}
+	return w, nil
+}
+
+// hasWindow says whether the checkpoint has a window, even an empty one.
+func (c *Checkpoint) hasWindow() bool { return c.Window != nil || c.packed != nil }
 
 // MaxSpanSize bounds SpanSize: a span is decoded into memory whole (up to two SpanSizes),
 // so an index, which may come from anywhere, must not ask for more.

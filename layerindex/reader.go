@@ -677,9 +677,13 @@ type section struct{ start, end int64 }
 
 // decodeISAL decodes span i with ISA-L from the compressed bytes in.
 func (r *Reader) decodeISAL(i int, in section) ([]byte, error) {
-	cp := r.ix.Checkpoints[r.spans[i].cp]
+	cp := &r.ix.Checkpoints[r.spans[i].cp]
+	window, err := cp.window()
+	if err != nil {
+		return nil, r.spanError(i, err)
+	}
 	out := r.cache.alloc(r.spans[i].end - r.spans[i].start)
-	err := inflateSpan(r.blob, in, cp.Bit, cp.Window, cp.Member, out)
+	err = inflateSpan(r.blob, in, cp.Bit, window, cp.Member, out)
 	if err == nil {
 		err = r.checkSum(i, out)
 	}
@@ -721,11 +725,15 @@ func (r *Reader) park(d *spanDecoder) {
 
 // open starts decoding at checkpoint k, reading the blob through blob.
 func (r *Reader) open(k int, blob *notedBlob) (*spanDecoder, error) {
-	cp := r.ix.Checkpoints[k]
+	cp := &r.ix.Checkpoints[k]
 	src := io.NewSectionReader(blob, cp.In, r.ix.BlobSize-cp.In)
 	switch r.ix.Compression {
 	case Gzip:
-		z, err := inflate.Resume(src, inflate.Checkpoint{In: cp.In, Bit: cp.Bit, Out: cp.Out, Member: cp.Member, Window: cp.Window})
+		window, err := cp.window()
+		if err != nil {
+			return nil, r.checkpointError(k, err)
+		}
+		z, err := inflate.Resume(src, inflate.Checkpoint{In: cp.In, Bit: cp.Bit, Out: cp.Out, Member: cp.Member, Window: window})
 		if err != nil {
 			return nil, r.checkpointError(k, err)
 		}
