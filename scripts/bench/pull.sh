@@ -8,7 +8,9 @@
 # allowed, so a push reads its store cold; before a pull the registry's blobs are then read
 # back into memory, as a registry serves them, since its disk here is the user's disk.
 # Both verify every blob's digest; imgfs pull also checks each layer's diffID and builds
-# its index in the same pass, and fsyncs what it stores.
+# its index in the same pass, and fsyncs what it stores. The CPU seconds of each pull (and
+# the registry's, serving it) are printed too, with the least a pull can take on this
+# machine's cores: the CPU of the work it cannot leave out (lxbench floor), spread evenly.
 # With BASE=REV, REV's imgfs is built too and its pull and push are timed as well, base and
 # new alternating within each round, each binary pushing from a store it imported.
 # SIZE_MB=N sets the image's size (350: layers of 4/7 and 3/7 of it, as export.sh's, whose
@@ -22,7 +24,7 @@ ROUNDS=${ROUNDS:-5}
 need skopeo docker-registry pigz
 make -s build
 [ $ab = 0 ] || ab_build_base
-go build -o "$work/lxbench" ./scripts/bench/lxbench
+GOFLAGS=-tags=isal go build -o "$work/lxbench" ./scripts/bench/lxbench # floor inflates as imgfs does
 ref=bench/app:1
 # Per side (new: this tree's bin/imgfs; base: BASE's): binary, the store it pushes from,
 # and a suffix for what it writes.
@@ -81,14 +83,23 @@ else
   echo "page cache: NOT dropped (not permitted): runs are page-cache warm"
 fi
 # secs CMD...: CMD's wall time in seconds; its output goes to $work/run.log, shown if it fails.
-# Called as t=$(secs …), so that set -e ends the script when it does.
+# Called as t=$(secs …), so that set -e ends the script when it does. The CPU seconds CMD
+# used (user and system, with its children's) go to $work/run.cpu: the command
+# substitution's subshell has no other children.
 secs() {
   local t0 t1
   t0=$(date +%s.%N)
   "$@" >"$work/run.log" 2>&1 || { echo "failed: $*" >&2; tail -5 "$work/run.log" >&2; exit 1; }
   t1=$(date +%s.%N)
+  times >"$work/run.times" # not in a pipe, whose subshell would have no children
+  awk 'NR == 2 {n = 0; for (i = 1; i <= 2; i++) {split($i, a, /[ms]/); n += a[1] * 60 + a[2]}; printf "%.2f", n}' "$work/run.times" >"$work/run.cpu"
   awk "BEGIN{printf \"%.2f\", $t1 - $t0}"
 }
+# ticks PID: the CPU time PID has used so far, in clock ticks; cpu_since PID TICKS: in
+# seconds since ticks gave TICKS (the registry's share of a run).
+hz=$(getconf CLK_TCK)
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+cpu_since() { awk -v a="$2" -v b="$(ticks "$1")" -v hz="$hz" 'BEGIN{printf "%.2f", (b - a) / hz}'; }
 
 # The registry pulled from, with the image pushed once by skopeo.
 reg_start "$work/reg-src"
@@ -101,16 +112,20 @@ cold_pull() { drop; find "$work/reg-src/storage" -name data -type f -exec cat {}
 rm -rf "${store[@]}"
 for s in "${sides[@]}"; do "${bin[$s]}" --store "${store[$s]}" import -q "$work/img" >/dev/null; done
 
-declare -A tpull=() tpush=()
-tsp=() tsu=()
+declare -A tpull=() tpush=() cpull=() rpull=()
+tsp=() tsu=() csp=() rsp=()
 for _ in $(seq "$rounds"); do
   for s in "${sides[@]}"; do
     pulled=$work/pulled${sfx[$s]}
     rm -rf "$pulled"; cold_pull
+    r0=$(ticks "$src_pid")
     t=$(secs "${bin[$s]}" --store "$pulled" pull -q "$src/$ref"); add tpull "$s" "$t"
+    add cpull "$s" "$(cat "$work/run.cpu")"; add rpull "$s" "$(cpu_since "$src_pid" "$r0")"
   done
   rm -rf "$work/oci-pulled"; cold_pull
+  r0=$(ticks "$src_pid")
   t=$(secs skopeo copy -q --src-tls-verify=false "docker://$src/$ref" "oci:$work/oci-pulled:$ref"); tsp+=("$t")
+  csp+=("$(cat "$work/run.cpu")") rsp+=("$(cpu_since "$src_pid" "$r0")")
   # Both got the same blobs: manifest, config, layers, byte for byte (digest-named).
   for s in "${sides[@]}"; do
     diff -q <(ls "$work/pulled${sfx[$s]}/blobs/sha256") <(ls "$work/oci-pulled/blobs/sha256") >/dev/null ||
@@ -134,6 +149,12 @@ for _ in $(seq "$rounds"); do
 done
 reg_stop "$src_pid" "$work/reg-src"
 rm -rf "$work"/pulled* "$work/oci-pulled"
+# The work a pull cannot leave out (lxbench floor: the blobs' sha256, inflating them, their
+# diffIDs' sha256 and the indexes, in memory), ROUNDS times.
+fl=()
+for _ in $(seq "$rounds"); do
+  fl+=("$("$work/lxbench" floor "$work/l1.tar.gz" "$work/l2.tar.gz" | sed -n 's/^floor: \([0-9.]*\) CPU-s.*/\1/p')")
+done
 
 mibs() { awk "BEGIN{if ($1 > 0) printf \"%.0f\", $bytes / 1048576 / $1; else printf \"n/a\"}"; }
 msp=$(med "${tsp[@]}") msu=$(med "${tsu[@]}")
@@ -155,3 +176,18 @@ else
     echo "$s: imgfs/skopeo: pull $(ratio "$(med ${tpull[$s]})" "$msp")x (goal 1.2x at most)   push $(ratio "$(med ${tpush[$s]})" "$msu")x (goal 1.0x at most)"
   done
 fi
+
+# Where a pull's time goes on this machine: CPU seconds per pull (medians), and the least a
+# pull can take with every core busy all the time: the work it cannot leave out, and the
+# registry's share, over the cores.
+ncpu=$(nproc) mfl=$(med "${fl[@]}") mcsp=$(med "${csp[@]}") mrsp=$(med "${rsp[@]}")
+echo "CPU per pull (median CPU-s): skopeo copy ${mcsp} (the registry ${mrsp})"
+for s in "${sides[@]}"; do
+  # shellcheck disable=SC2086 # the times are words
+  mc=$(med ${cpull[$s]}) mr=$(med ${rpull[$s]})
+  echo "  imgfs pull ($s): ${cpull[$s]} (median ${mc}; the registry ${mr})"
+done
+# shellcheck disable=SC2086
+least=$(awk -v f="$mfl" -v r="$(med ${rpull[new]})" -v n="$ncpu" 'BEGIN{printf "%.2f", (f + r) / n}')
+echo "  the work a pull cannot leave out (lxbench floor: hashing, inflating, indexing): ${fl[*]} CPU-s (median $mfl)"
+echo "  so on $ncpu cores, even with all of them busy all the time, imgfs pull takes at least $least s: $(ratio "$least" "$msp")x skopeo's median"
