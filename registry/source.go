@@ -36,7 +36,12 @@ type Source struct {
 	clients  map[string]*clientCall // by repository
 	bad      map[digest.Digest]error
 	inflight map[chunkKey]*fetchCall // the chunks being fetched
-	checkMu  sync.Mutex              // one whole-blob check at a time
+	checkMu  sync.Mutex              // one whole-blob check at a time, and upTo
+	// upTo is, for each blob checked, the first chunk the cache lacked at the last check:
+	// the next check looks on from there, not from chunk 0 (a reader going through a
+	// blob would make that a look at every chunk before it per fetch). A chunk before it
+	// evicted since is found when the blob's chunks are read to be hashed.
+	upTo map[digest.Digest]int64
 
 	prefetchers chan struct{} // a slot per Prefetch request in flight
 }
@@ -76,6 +81,7 @@ func (c *Client) NewSource(host string, cache *chunks.Cache, log *slog.Logger) (
 	}
 	return &Source{c: c, host: host, reg: reg, cache: cache, log: log, seen: map[digest.Digest]seenBlob{},
 		clients: map[string]*clientCall{}, bad: map[digest.Digest]error{}, inflight: map[chunkKey]*fetchCall{},
+		upTo:        map[digest.Digest]int64{},
 		prefetchers: make(chan struct{}, prefetchers)}, nil
 }
 
@@ -247,15 +253,8 @@ func (b *remoteBlob) chunkLen(i int64) int64 {
 }
 
 func (b *remoteBlob) ReadAt(p []byte, off int64) (int, error) {
-	s := b.s
-	s.mu.Lock()
-	bad := s.bad[b.d]
-	s.mu.Unlock()
-	if bad != nil {
-		return 0, bad
-	}
 	if off < 0 {
-		return 0, fmt.Errorf("registry %s, blob %s: negative offset %d", s.Host(), b.d, off)
+		return 0, fmt.Errorf("registry %s, blob %s: negative offset %d", b.s.Host(), b.d, off)
 	}
 	if off >= b.size {
 		return 0, io.EOF
@@ -264,13 +263,56 @@ func (b *remoteBlob) ReadAt(p []byte, off int64) (int, error) {
 		return 0, nil
 	}
 	end := min(off+int64(len(p)), b.size)
+	if err := b.read(off, end, p[:end-off]); err != nil {
+		return 0, err
+	}
+	if end-off < int64(len(p)) {
+		return int(end - off), io.EOF
+	}
+	return len(p), nil
+}
+
+// read gets the chunks of [off, end) into the cache, those missing fetched, and with p
+// (end-off bytes) not nil, copies [off, end) into p: from the cache's files straight
+// into p, from a fetch's buffer for the chunks it brought.
+func (b *remoteBlob) read(off, end int64, p []byte) error {
+	s := b.s
+	s.mu.Lock()
+	bad := s.bad[b.d]
+	s.mu.Unlock()
+	if bad != nil {
+		return bad
+	}
 	cs := s.cache.ChunkSize()
 	first, last := off/cs, (end-1)/cs
-	buf := make([]byte, (last-first)*cs+b.chunkLen(last))
-	have := make([]bool, last-first+1)
+	// part returns chunk i's part of [off, end): where it starts in the chunk, and where
+	// in p.
+	part := func(i int64) (in int64, dst []byte) {
+		lo, hi := max(off, i*cs), min(end, i*cs+b.chunkLen(i))
+		if p != nil {
+			dst = p[lo-off : hi-off]
+		}
+		return lo - i*cs, dst
+	}
+	// have reads chunk i's part from the cache, or, with no p, says the cache has it.
+	have := func(i int64) bool {
+		if p == nil {
+			return s.cache.Has(b.d, i, b.chunkLen(i))
+		}
+		in, dst := part(i)
+		return s.cache.ReadAt(b.d, i, b.chunkLen(i), dst, in)
+	}
+	// took copies chunk i's part out of buf, which holds the chunks from chunk from on.
+	took := func(buf []byte, from, i int64) {
+		if p != nil {
+			in, dst := part(i)
+			at := (i-from)*cs + in
+			copy(dst, buf[at:at+int64(len(dst))])
+		}
+	}
+	got := make([]bool, last-first+1)
 	for i := first; i <= last; i++ {
-		at := (i - first) * cs
-		have[i-first] = s.cache.Get(b.d, i, buf[at:at+b.chunkLen(i)])
+		got[i-first] = have(i)
 	}
 	// The chunks missing are fetched by this read, a run of adjacent ones with one
 	// request, but those another read is fetching already are waited for: the decoders
@@ -282,7 +324,7 @@ func (b *remoteBlob) ReadAt(p []byte, off int64) (int, error) {
 	var run *fetchCall
 	for i := first; i <= last; i++ {
 		k := i - first
-		if have[k] {
+		if got[k] {
 			run = nil
 			continue
 		}
@@ -291,9 +333,8 @@ func (b *remoteBlob) ReadAt(p []byte, off int64) (int, error) {
 			continue
 		}
 		// Another read may have fetched it, and left inflight, since the look above.
-		at := k * cs
-		if s.cache.Get(b.d, i, buf[at:at+b.chunkLen(i)]) {
-			have[k], run = true, nil
+		if have(i) {
+			got[k], run = true, nil
 			continue
 		}
 		if run == nil {
@@ -316,9 +357,12 @@ func (b *remoteBlob) ReadAt(p []byte, off int64) (int, error) {
 			j++
 		}
 		if err == nil { // after a failure, the other runs fail alike without asking again
-			from, to := (i-first)*cs, (j-first)*cs+b.chunkLen(j)
-			if err = b.fetch(i*cs, buf[from:to]); err == nil {
-				b.put(buf, first, i, j)
+			buf := make([]byte, (j-i)*cs+b.chunkLen(j))
+			if err = b.fetch(i*cs, buf); err == nil {
+				b.put(buf, i, i, j)
+				for k := i; k <= j; k++ {
+					took(buf, i, k)
+				}
 				fetched = true
 			}
 		}
@@ -332,7 +376,7 @@ func (b *remoteBlob) ReadAt(p []byte, off int64) (int, error) {
 		i = j + 1
 	}
 	if err != nil {
-		return 0, err
+		return err
 	}
 	for k, c := range waits {
 		if c == nil {
@@ -340,29 +384,23 @@ func (b *remoteBlob) ReadAt(p []byte, off int64) (int, error) {
 		}
 		<-c.done
 		i := first + int64(k)
-		at := int64(k) * cs
-		chunk := buf[at : at+b.chunkLen(i)]
-		if c.err == nil && s.cache.Get(b.d, i, chunk) {
+		if c.err == nil && have(i) {
 			continue
 		}
 		// Its fetch failed (this read tries again, as any read after it would), or the
 		// chunk was evicted since.
-		if err := b.fetch(i*cs, chunk); err != nil {
-			return 0, err
+		buf := make([]byte, b.chunkLen(i))
+		if err := b.fetch(i*cs, buf); err != nil {
+			return err
 		}
-		b.put(buf, first, i, i)
+		b.put(buf, i, i, i)
+		took(buf, i, i)
 		fetched = true
 	}
 	if fetched {
-		if err := b.checkWhole(); err != nil {
-			return 0, err
-		}
+		return b.checkWhole()
 	}
-	n := copy(p, buf[off-first*cs:end-first*cs])
-	if n < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
+	return nil
 }
 
 // Prefetch fetches [off, off+n) of the blob into the cache in the background (it is a
@@ -399,8 +437,7 @@ func (b *remoteBlob) Fetch(off, n int64) error {
 	if off < 0 || n <= 0 || b.cached(off, n) {
 		return nil
 	}
-	_, err := b.ReadAt(make([]byte, n), off)
-	return err
+	return b.read(off, off+n, nil)
 }
 
 // cached says whether every chunk of [off, off+n) is in the cache.
@@ -485,11 +522,13 @@ func (b *remoteBlob) checkWhole() error {
 	}
 	cs := s.cache.ChunkSize()
 	n := (b.size + cs - 1) / cs
-	for i := range n {
+	for i := s.upTo[b.d]; i < n; i++ {
 		if !s.cache.Has(b.d, i, b.chunkLen(i)) {
+			s.upTo[b.d] = i
 			return nil
 		}
 	}
+	delete(s.upTo, b.d)
 	h := b.d.Algorithm().Hash()
 	buf := make([]byte, cs)
 	for i := range n {

@@ -9,7 +9,6 @@ package chunks
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -74,9 +73,16 @@ func (c *Cache) chunkPath(d digest.Digest, i int64) string {
 // Get reads chunk i of blob d into p, which must be the chunk's length, and reports whether
 // the cache had it whole. A hit counts as a use for the LRU bound.
 func (c *Cache) Get(d digest.Digest, i int64, p []byte) bool {
+	return c.ReadAt(d, i, int64(len(p)), p, 0)
+}
+
+// ReadAt reads len(p) bytes from offset off of chunk i of blob d, which must be size bytes
+// long, straight into p, and reports whether the cache had the chunk whole. A hit counts as
+// a use for the LRU bound.
+func (c *Cache) ReadAt(d digest.Digest, i, size int64, p []byte, off int64) bool {
 	c.count()
 	path := c.chunkPath(d, i)
-	if path == "" {
+	if path == "" || off < 0 || off+int64(len(p)) > size {
 		return false
 	}
 	f, err := os.Open(path)
@@ -84,16 +90,24 @@ func (c *Cache) Get(d digest.Digest, i int64, p []byte) bool {
 		return false
 	}
 	defer f.Close()
-	if fi, err := f.Stat(); err != nil || fi.Size() != int64(len(p)) {
+	fi, err := f.Stat()
+	if err != nil || fi.Size() != size {
 		return false
 	}
-	if _, err := io.ReadFull(f, p); err != nil {
+	if _, err := f.ReadAt(p, off); err != nil {
 		return false
 	}
-	now := time.Now()
-	os.Chtimes(path, now, now) // recency only: a failure costs an early eviction
+	// Recency only, to a touchResolution: a sequential reader reads each chunk a few times
+	// in a row, and a touch is a write to the inode. A failure costs an early eviction.
+	if now := time.Now(); now.Sub(fi.ModTime()) > touchResolution {
+		os.Chtimes(path, now, now)
+	}
 	return true
 }
+
+// touchResolution is how fine the LRU's recency is: a chunk's mtime is moved on a hit
+// only once it is older than this.
+const touchResolution = 10 * time.Second
 
 // Has reports whether chunk i of blob d is in the cache, n bytes long.
 func (c *Cache) Has(d digest.Digest, i, n int64) bool {

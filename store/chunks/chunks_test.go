@@ -102,3 +102,43 @@ func TestBound(t *testing.T) {
 		t.Fatalf("a cache bound to 3000 bytes left %d in its directory", used)
 	}
 }
+
+// TestReadAt: a part of a chunk is read straight from its file; a chunk of another length
+// than asked for, or a part past its end, is a miss; a hit moves the chunk's mtime (its
+// LRU recency) only once it is touchResolution old.
+func TestReadAt(t *testing.T) {
+	dir := t.TempDir()
+	c := New(dir, 1000, 0)
+	d := digest.FromString("blob")
+	want := chunkOf(d, 3, 1000)
+	if err := c.Put(d, 3, want); err != nil {
+		t.Fatal(err)
+	}
+	p := make([]byte, 100)
+	if !c.ReadAt(d, 3, 1000, p, 900) || !bytes.Equal(p, want[900:]) {
+		t.Fatalf("the last 100 bytes: %q, want %q", p, want[900:])
+	}
+	for name, ok := range map[string]bool{
+		"another length": c.ReadAt(d, 3, 999, p[:10], 0),
+		"past the end":   c.ReadAt(d, 3, 1000, p, 901),
+		"negative":       c.ReadAt(d, 3, 1000, p, -1),
+		"another chunk":  c.ReadAt(d, 4, 1000, p, 0),
+	} {
+		if ok {
+			t.Errorf("%s: a hit", name)
+		}
+	}
+	path := filepath.Join(dir, "sha256", d.Encoded(), "3")
+	recent := time.Now().Add(-touchResolution / 2).Truncate(time.Second)
+	os.Chtimes(path, recent, recent)
+	c.ReadAt(d, 3, 1000, p, 0)
+	if fi, err := os.Stat(path); err != nil || !fi.ModTime().Equal(recent) {
+		t.Fatalf("a hit on a chunk used %v ago moved its mtime", touchResolution/2)
+	}
+	old := time.Now().Add(-2 * touchResolution)
+	os.Chtimes(path, old, old)
+	c.ReadAt(d, 3, 1000, p, 0)
+	if fi, err := os.Stat(path); err != nil || time.Since(fi.ModTime()) > touchResolution {
+		t.Fatal("a hit on a chunk used long ago left its mtime")
+	}
+}
