@@ -3,7 +3,8 @@
 // a temp file and renamed into place, so that two mounts of one store share the cache (a
 // reader sees a whole chunk or none), and a daemon's restart finds what it fetched. It is
 // bounded by a byte count, least recently used first out, recency being the file's mtime
-// (touched on every hit), which every process sharing the directory sees.
+// (moved by a hit, at most every touchResolution), which every process sharing the
+// directory sees.
 package chunks
 
 import (
