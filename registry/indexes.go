@@ -54,6 +54,9 @@ const (
 	// maxReferrers bounds the artifacts of our type looked at for one image: anyone who
 	// may push can list more, and each costs a request.
 	maxReferrers = 8
+	// maxReferrerPages bounds the pages of a referrers list read for one image: each is a
+	// request, on a lazy mount's way to its first byte.
+	maxReferrerPages = 8
 	// maxIndexOverhead bounds a shared layer index's size beyond its layer's: an index is
 	// far smaller than its layer (a checkpoint's window every few MiB, a few bytes per tar
 	// entry), and a registry must not make a mount read without end.
@@ -155,18 +158,35 @@ func IsFallbackTag(tag string) bool {
 // tag's index as it is (nil when there is none or the API answered).
 func (r *repoClient) referrers(ctx context.Context, subject digest.Digest) (list []ocispec.Descriptor, api bool, fallback *ocispec.Index, err error) {
 	u := r.url("referrers/"+subject.String()) + "?" + url.Values{"artifactType": {IndexesArtifactType}}.Encode()
-	raw, ct, status, err := r.get(ctx, u, ocispec.MediaTypeImageIndex, store.MaxManifestSize)
+	raw, ct, status, next, err := r.getPage(ctx, u, ocispec.MediaTypeImageIndex, store.MaxManifestSize)
 	if err != nil {
 		return nil, false, nil, describe(err, r.repo.Digest(subject.String()), "")
 	}
 	// A registry without the API answers 404 (distribution 2.8: no such route), or 400 or
-	// 406; one with it answers 200 with an image index, even when it lists nothing.
+	// 406; one with it answers 200 with an image index, even when it lists nothing. A long
+	// list comes in pages, each naming the next in a Link header, which a registry that does
+	// not filter by artifactType may need for ours, behind signatures and SBOMs: followed
+	// for maxReferrerPages pages at most, and only on the registry itself.
 	if status == http.StatusOK && mediaTypeIs(ct, ocispec.MediaTypeImageIndex) {
-		ix, err := parseReferrers(raw)
-		if err != nil {
-			return nil, false, nil, fmt.Errorf("registry %s, repository %s: referrers of %s: %v", r.repo.RegistryStr(), r.repo.RepositoryStr(), subject, err)
+		var all []ocispec.Descriptor
+		for page := 1; ; page++ {
+			ix, err := parseReferrers(raw)
+			if err != nil {
+				return nil, false, nil, fmt.Errorf("registry %s, repository %s: referrers of %s (page %d): %v", r.repo.RegistryStr(), r.repo.RepositoryStr(), subject, page, err)
+			}
+			all = append(all, ix.Manifests...)
+			if next == "" || page == maxReferrerPages {
+				break
+			}
+			raw, ct, status, next, err = r.getPage(ctx, next, ocispec.MediaTypeImageIndex, store.MaxManifestSize)
+			if err != nil {
+				return nil, false, nil, describe(err, r.repo.Digest(subject.String()), "")
+			}
+			if status != http.StatusOK || !mediaTypeIs(ct, ocispec.MediaTypeImageIndex) {
+				return nil, false, nil, fmt.Errorf("registry %s, repository %s: referrers of %s: page %d is not a list (%d, %q)", r.repo.RegistryStr(), r.repo.RepositoryStr(), subject, page+1, status, ct)
+			}
 		}
-		return ofIndexesType(ix.Manifests), true, nil, nil
+		return ofIndexesType(all), true, nil, nil
 	}
 	tag := fallbackTag(subject)
 	raw, _, status, err = r.get(ctx, r.url("manifests/"+tag), ocispec.MediaTypeImageIndex, store.MaxManifestSize)
@@ -219,31 +239,69 @@ func ofIndexesType(list []ocispec.Descriptor) []ocispec.Descriptor {
 // bytes; more is an error), its Content-Type and the status: 200, or 404 with no body.
 // Other answers are errors.
 func (r *repoClient) get(ctx context.Context, u, accept string, max int64) ([]byte, string, int, error) {
+	data, ct, status, _, err := r.getPage(ctx, u, accept, max)
+	return data, ct, status, err
+}
+
+// getPage is get, and also returns the URL of the next page where the answer has a Link
+// header with rel="next" to a URL on the same registry ("" otherwise).
+func (r *repoClient) getPage(ctx context.Context, u, accept string, max int64) ([]byte, string, int, string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return nil, "", 0, err
+		return nil, "", 0, "", err
 	}
 	req.Header.Set("Accept", accept)
 	resp, err := r.hc.Do(req)
 	if err != nil {
-		return nil, "", 0, err
+		return nil, "", 0, "", err
 	}
 	defer resp.Body.Close()
 	switch resp.StatusCode {
 	case http.StatusNotFound, http.StatusBadRequest, http.StatusNotAcceptable:
-		return nil, "", http.StatusNotFound, nil
+		return nil, "", http.StatusNotFound, "", nil
 	}
 	if err := transport.CheckError(resp, http.StatusOK); err != nil {
-		return nil, "", 0, err
+		return nil, "", 0, "", err
 	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, max+1))
 	if err != nil {
-		return nil, "", 0, err
+		return nil, "", 0, "", err
 	}
 	if int64(len(data)) > max {
-		return nil, "", 0, fmt.Errorf("answer larger than %d bytes", max)
+		return nil, "", 0, "", fmt.Errorf("answer larger than %d bytes", max)
 	}
-	return data, resp.Header.Get("Content-Type"), resp.StatusCode, nil
+	return data, resp.Header.Get("Content-Type"), resp.StatusCode, nextPage(req.URL, resp.Header.Values("Link")), nil
+}
+
+// nextPage returns the target of the rel="next" link among Link header values links,
+// resolved against the URL of the request, if it is on the same scheme and host (the
+// credentials of this registry go with it); "" if there is none such.
+func nextPage(base *url.URL, links []string) string {
+	for _, v := range links {
+		for _, link := range strings.Split(v, ",") {
+			target, params, ok := strings.Cut(strings.TrimSpace(link), ";")
+			target = strings.TrimSpace(target)
+			if !ok || !strings.HasPrefix(target, "<") || !strings.HasSuffix(target, ">") {
+				continue
+			}
+			next := false
+			for _, p := range strings.Split(params, ";") {
+				k, v, _ := strings.Cut(strings.TrimSpace(p), "=")
+				if strings.EqualFold(k, "rel") && slices.Contains(strings.Fields(strings.Trim(v, `"`)), "next") {
+					next = true
+				}
+			}
+			if !next {
+				continue
+			}
+			u, err := base.Parse(target[1 : len(target)-1])
+			if err != nil || u.Scheme != base.Scheme || u.Host != base.Host {
+				return ""
+			}
+			return u.String()
+		}
+	}
+	return ""
 }
 
 // putManifest sends manifest raw of media type mt to the repository under ref (a tag or

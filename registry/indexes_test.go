@@ -11,7 +11,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -33,6 +35,10 @@ import (
 type memRegistry struct {
 	referrersAPI    bool
 	refuseArtifacts bool // answer a manifest with a subject 400 MANIFEST_INVALID, as some registries do
+	// pageSize, if set, is how many referrers a page lists (the artifactType filter
+	// ignored), the next page named by a Link header to nextHost's (if set) or its own.
+	pageSize int
+	nextHost string
 
 	mu        sync.Mutex
 	blobs     map[digest.Digest][]byte
@@ -125,6 +131,17 @@ func (m *memRegistry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		list := m.referrers[digest.Digest(strings.TrimPrefix(p, repo+"referrers/"))]
 		if list == nil {
 			list = []ocispec.Descriptor{}
+		}
+		if from, _ := strconv.Atoi(r.URL.Query().Get("from")); m.pageSize > 0 && from < len(list) {
+			list = list[from:]
+			if len(list) > m.pageSize {
+				list = list[:m.pageSize]
+				next := fmt.Sprintf("%s?from=%d", p, from+m.pageSize)
+				if m.nextHost != "" {
+					next = m.nextHost + next
+				}
+				w.Header().Add("Link", fmt.Sprintf(`<%s>; rel="next"`, next))
+			}
 		}
 		ix := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex, Manifests: list}
 		ix.SchemaVersion = 2
@@ -281,6 +298,55 @@ func TestSharedIndexesRoundTrip(t *testing.T) {
 					len(sent), all, lookups, strings.Join(reg.requests[before:], "\n"))
 			}
 		})
+	}
+}
+
+// A registry with the referrers API that lists them in pages (and lists every referrer,
+// not only ours) has ours found on a later page, through the Link headers; a Link to
+// another host is not followed.
+func TestSharedIndexesPaged(t *testing.T) {
+	other := newMemRegistry(true)
+	otherSrv := httptest.NewServer(other)
+	defer otherSrv.Close()
+	reg := newMemRegistry(true)
+	srv := httptest.NewServer(reg)
+	defer srv.Close()
+	c, err := New(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, _ := name.NewRepository(strings.TrimPrefix(srv.URL, "http://")+"/test/app", name.Insecure)
+	img := newTestImage(t, reg)
+	pushTestArtifact(t, c, repo, img, img.indexes)
+	// Five signatures listed before ours: pages of two put it on the third.
+	var sigs []ocispec.Descriptor
+	for i := range 5 {
+		sigs = append(sigs, ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, ArtifactType: "application/vnd.dev.cosign.artifact.sig.v1+json",
+			Digest: digest.FromString(fmt.Sprint("signature ", i)), Size: 100})
+	}
+	reg.mu.Lock()
+	reg.referrers[img.desc.Digest] = append(sigs, reg.referrers[img.desc.Digest]...)
+	reg.pageSize = 2
+	reg.mu.Unlock()
+
+	before := reg.mark()
+	got, err := c.SharedIndexes(context.Background(), repo, img.desc, img.m, img.diffIDs)
+	if err != nil || len(got) != 2 {
+		t.Fatalf("SharedIndexes: %d indexes, %v; want 2", len(got), err)
+	}
+	if n, _ := reg.count(before, "GET", "/referrers/"); n != 3 {
+		t.Errorf("%d pages of referrers asked for, want 3", n)
+	}
+
+	reg.mu.Lock()
+	reg.nextHost = otherSrv.URL
+	reg.mu.Unlock()
+	got, err = c.SharedIndexes(context.Background(), repo, img.desc, img.m, img.diffIDs)
+	if err != nil || len(got) != 0 {
+		t.Errorf("a Link to another host: %d indexes, %v; want none and no error", len(got), err)
+	}
+	if _, all := other.count(0); all != 0 {
+		t.Errorf("the other host was asked %d times", all)
 	}
 }
 
@@ -472,6 +538,28 @@ func TestIsFallbackTag(t *testing.T) {
 	} {
 		if got := IsFallbackTag(tag); got != want {
 			t.Errorf("IsFallbackTag(%q) = %v, want %v", tag, got, want)
+		}
+	}
+}
+
+func TestNextPage(t *testing.T) {
+	base, _ := url.Parse("http://reg:5000/v2/test/app/referrers/sha256:ab?artifactType=x")
+	for _, c := range []struct {
+		links []string
+		want  string
+	}{
+		{[]string{`</v2/test/app/referrers/sha256:ab?last=b>; rel="next"`}, "http://reg:5000/v2/test/app/referrers/sha256:ab?last=b"},
+		{[]string{`<http://reg:5000/v2/x?n=2>; rel=next`}, "http://reg:5000/v2/x?n=2"},
+		{[]string{`</v2/prev>; rel="prev", </v2/next>; rel="next"`}, "http://reg:5000/v2/next"},
+		{[]string{`</v2/prev>; rel="prev"`, `</v2/next>;rel="prev next"`}, "http://reg:5000/v2/next"},
+		{[]string{`<http://elsewhere:5000/v2/x>; rel="next"`}, ""},
+		{[]string{`<https://reg:5000/v2/x>; rel="next"`}, ""},
+		{[]string{`</v2/x>`}, ""},
+		{[]string{`/v2/x; rel="next"`}, ""},
+		{nil, ""},
+	} {
+		if got := nextPage(base, c.links); got != c.want {
+			t.Errorf("Link %q: next %q, want %q", c.links, got, c.want)
 		}
 	}
 }
