@@ -225,6 +225,23 @@ func newTestImage(t *testing.T, reg *memRegistry) testImage {
 	return img
 }
 
+// memImage serves reg on a test server for the test's length and returns a Client, the
+// repository test/app on it, and a test image in it.
+func memImage(t *testing.T, reg *memRegistry) (*Client, name.Repository, testImage) {
+	t.Helper()
+	srv := httptest.NewServer(reg)
+	t.Cleanup(srv.Close)
+	c, err := New(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, err := name.NewRepository(strings.TrimPrefix(srv.URL, "http://")+"/test/app", name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, repo, newTestImage(t, reg)
+}
+
 // pushTestArtifact pushes img's indexes (those given) to the registry as imgfs push does.
 func pushTestArtifact(t *testing.T, c *Client, repo name.Repository, img testImage, indexes map[digest.Digest]*layerindex.Index) ([]*indexArtifact, *indexArtifact) {
 	t.Helper()
@@ -252,17 +269,7 @@ func TestSharedIndexesRoundTrip(t *testing.T) {
 	for _, api := range []bool{true, false} {
 		t.Run(fmt.Sprintf("referrersAPI=%v", api), func(t *testing.T) {
 			reg := newMemRegistry(api)
-			srv := httptest.NewServer(reg)
-			defer srv.Close()
-			c, err := New(Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			repo, err := name.NewRepository(strings.TrimPrefix(srv.URL, "http://")+"/test/app", name.Insecure)
-			if err != nil {
-				t.Fatal(err)
-			}
-			img := newTestImage(t, reg)
+			c, repo, img := memImage(t, reg)
 
 			sent, a := pushTestArtifact(t, c, repo, img, img.indexes)
 			if len(sent) != 1 {
@@ -309,14 +316,7 @@ func TestSharedIndexesPaged(t *testing.T) {
 	otherSrv := httptest.NewServer(other)
 	defer otherSrv.Close()
 	reg := newMemRegistry(true)
-	srv := httptest.NewServer(reg)
-	defer srv.Close()
-	c, err := New(Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	repo, _ := name.NewRepository(strings.TrimPrefix(srv.URL, "http://")+"/test/app", name.Insecure)
-	img := newTestImage(t, reg)
+	c, repo, img := memImage(t, reg)
 	pushTestArtifact(t, c, repo, img, img.indexes)
 	// Five signatures listed before ours: pages of two put it on the third.
 	var sigs []ocispec.Descriptor
@@ -354,14 +354,7 @@ func TestSharedIndexesPaged(t *testing.T) {
 // refused, each with its reason; the others of the artifact are used.
 func TestSharedIndexesRefused(t *testing.T) {
 	reg := newMemRegistry(false)
-	srv := httptest.NewServer(reg)
-	defer srv.Close()
-	c, err := New(Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	repo, _ := name.NewRepository(strings.TrimPrefix(srv.URL, "http://")+"/test/app", name.Insecure)
-	img := newTestImage(t, reg)
+	c, repo, img := memImage(t, reg)
 	l0, l1 := img.m.Layers[0].Digest, img.m.Layers[1].Digest
 	ctx := context.Background()
 
