@@ -49,11 +49,9 @@ func holdMemory(stop <-chan struct{}) {
 	live := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
 	set := func() {
 		metrics.Read(live)
-		limit, pct := int64(memoryFloor), floorGCPercent
+		limit, pct := memoryPolicy(-1)
 		if live[0].Value.Kind() == metrics.KindUint64 {
-			if l := float64(live[0].Value.Uint64()) * memoryHeadroom; l > memoryFloor {
-				limit, pct = int64(min(l, math.MaxInt64/2)), gcPercent
-			}
+			limit, pct = memoryPolicy(float64(live[0].Value.Uint64()))
 		}
 		debug.SetMemoryLimit(limit)
 		if setGC {
@@ -71,4 +69,14 @@ func holdMemory(stop <-chan struct{}) {
 			set()
 		}
 	}
+}
+
+// memoryPolicy returns the soft memory limit and the GC percentage for a live heap of
+// live bytes (negative: not known): the floor and Go's default growth while the heap
+// with its headroom fits under the floor, else the heap with its headroom and 25%.
+func memoryPolicy(live float64) (limit int64, pct int) {
+	if l := live * memoryHeadroom; l > memoryFloor {
+		return int64(min(l, math.MaxInt64/2)), gcPercent
+	}
+	return memoryFloor, floorGCPercent
 }
