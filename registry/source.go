@@ -434,21 +434,10 @@ const (
 // all: a span's decoder then reads its input in pieces from the cache.
 func (b *remoteBlob) Fetch(off, n int64) error {
 	n = min(n, b.size-off)
-	if off < 0 || n <= 0 || b.cached(off, n) {
+	if off < 0 || n <= 0 {
 		return nil
 	}
 	return b.read(off, off+n, nil)
-}
-
-// cached says whether every chunk of [off, off+n) is in the cache.
-func (b *remoteBlob) cached(off, n int64) bool {
-	cs := b.s.cache.ChunkSize()
-	for i := off / cs; i <= (off+n-1)/cs; i++ {
-		if !b.s.cache.Has(b.d, i, b.chunkLen(i)) {
-			return false
-		}
-	}
-	return true
 }
 
 // put stores chunks i to j of the blob, which buf holds from chunk first on.
