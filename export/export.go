@@ -52,13 +52,13 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/imgfs/imgfs/internal/par"
 	"github.com/imgfs/imgfs/layerindex"
 	"github.com/imgfs/imgfs/store"
 )
@@ -259,22 +259,12 @@ func (im *image) load(s Blobs) error {
 }
 
 // layerIndexes loads the indexes of layers, a few at a time: a cold load parses the whole
-// table of contents and the checkpoint windows (tens of milliseconds for a big layer), and
-// an export waits for all of them before its first byte.
+// table of contents (milliseconds for a big layer), and an export waits for all of them
+// before its first byte.
 func layerIndexes(s Blobs, layers []ocispec.Descriptor) ([]*layerindex.Index, error) {
 	ixs := make([]*layerindex.Index, len(layers))
 	errs := make([]error, len(layers))
-	slots := make(chan struct{}, runtime.GOMAXPROCS(0))
-	var wg sync.WaitGroup
-	for i, desc := range layers {
-		wg.Add(1)
-		slots <- struct{}{}
-		go func() {
-			defer func() { <-slots; wg.Done() }()
-			ixs[i], errs[i] = s.LayerStream(desc)
-		}()
-	}
-	wg.Wait()
+	par.Do(len(layers), runtime.GOMAXPROCS(0), func(i int) { ixs[i], errs[i] = s.LayerStream(layers[i]) })
 	return ixs, errors.Join(errs...)
 }
 

@@ -3,8 +3,8 @@ package fs
 import (
 	"fmt"
 	"runtime"
-	"sync"
 
+	"github.com/imgfs/imgfs/internal/par"
 	"github.com/imgfs/imgfs/layerindex"
 	"github.com/imgfs/imgfs/layerindex/overlay"
 )
@@ -23,18 +23,7 @@ func (im *image) rootfsTree() (*overlay.Tree, error) {
 	// time: each is CPU-bound on one core.
 	ixs := make([]*layerindex.Index, len(im.img.Manifest.Layers))
 	errs := make([]error, len(ixs))
-	var wg sync.WaitGroup
-	slots := make(chan struct{}, runtime.GOMAXPROCS(0))
-	for i := range ixs {
-		wg.Add(1)
-		slots <- struct{}{}
-		go func() {
-			defer wg.Done()
-			ixs[i], errs[i] = im.layerIndex(i)
-			<-slots
-		}()
-	}
-	wg.Wait()
+	par.Do(len(ixs), runtime.GOMAXPROCS(0), func(i int) { ixs[i], errs[i] = im.layerIndex(i) })
 	for i, err := range errs {
 		if err != nil {
 			return nil, fmt.Errorf("layer %d (%s): %w", i, im.img.Manifest.Layers[i].Digest, err)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/imgfs/imgfs/internal/par"
 	"github.com/imgfs/imgfs/layerindex"
 	"github.com/imgfs/imgfs/store"
 	"github.com/opencontainers/go-digest"
@@ -503,18 +504,10 @@ func (rc *repoClient) sharedIndexes(ctx context.Context, manifest ocispec.Descri
 		}
 		got := make([]sharedIndex, len(todo))
 		errs := make([]error, len(todo))
-		sem := make(chan struct{}, indexFetches)
-		var wg sync.WaitGroup
-		for k, l := range todo {
-			wg.Add(1)
-			sem <- struct{}{}
-			go func() {
-				defer func() { <-sem; wg.Done() }()
-				i := want[digest.Digest(l.Annotations[LayerDigestAnnotation])]
-				got[k], errs[k] = rc.sharedIndex(ctx, l, m.Layers[i], i, diffIDs)
-			}()
-		}
-		wg.Wait()
+		par.Do(len(todo), indexFetches, func(k int) {
+			i := want[digest.Digest(todo[k].Annotations[LayerDigestAnnotation])]
+			got[k], errs[k] = rc.sharedIndex(ctx, todo[k], m.Layers[i], i, diffIDs)
+		})
 		if _, err := diffIDs(); err != nil {
 			return map[digest.Digest]sharedIndex{}, err
 		}

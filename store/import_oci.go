@@ -6,11 +6,12 @@ import (
 	"fmt"
 	"runtime"
 	"strings"
-	"sync"
 
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/imgfs/imgfs/internal/par"
 )
 
 // planOCI checks the images an OCI layout's index.json lists, with everything they reach
@@ -274,22 +275,15 @@ func (im *importer) prefetchLayers(layers []ocispec.Descriptor) {
 	if im.dir == nil || len(layers) < 2 {
 		return
 	}
-	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
-	var wg sync.WaitGroup
+	var todo []ocispec.Descriptor
 	seen := map[digest.Digest]bool{}
 	for _, l := range layers {
-		if !isTarLayerType(l.MediaType) || seen[l.Digest] {
-			continue
+		if isTarLayerType(l.MediaType) && !seen[l.Digest] {
+			seen[l.Digest] = true
+			todo = append(todo, l)
 		}
-		seen[l.Digest] = true
-		wg.Add(1)
-		sem <- struct{}{}
-		go func(l ocispec.Descriptor) {
-			defer func() { <-sem; wg.Done() }()
-			im.blob(l, kindLayer)
-		}(l)
 	}
-	wg.Wait()
+	par.Do(len(todo), runtime.GOMAXPROCS(0), func(i int) { im.blob(todo[i], kindLayer) })
 }
 
 // IsTarLayerType reports the media types of layers that are tars (of any compression),
